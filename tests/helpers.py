@@ -1,0 +1,262 @@
+"""
+Shared test helpers: recording protocols, an in-memory server, and a small
+parser for what the server wrote.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+from zope.interface import implementer
+
+from upgradable import (
+    Accept,
+    Decline,
+    Reject,
+    UpgradableSite,
+    UpgradeRegistry,
+    UpgradeRequest,
+)
+from upgradable.interfaces import IUpgradeHandler
+from upgradable.protocols.echo import EchoFactory
+
+IRC_REQ = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: IRC/6.9\r\n\r\n"
+ECHO_REQ = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: HTTP/2.0\r\n\r\n"
+
+
+class RecordingProtocol(Protocol):
+    """Records what the hand-over gives it."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self.made = 0
+        self.lost: list[Failure] = []
+
+    def connectionMade(self) -> None:
+        self.made += 1
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received.append(data)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.lost.append(reason)  # type: ignore[arg-type]
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.received)
+
+
+class RecordingFactory(Factory):
+    def __init__(self) -> None:
+        self.built: list[RecordingProtocol] = []
+
+    def buildProtocol(self, addr: Any) -> RecordingProtocol:
+        protocol = RecordingProtocol()
+        protocol.factory = self
+        self.built.append(protocol)
+        return protocol
+
+    @property
+    def last(self) -> RecordingProtocol:
+        assert len(self.built) == 1, self.built
+        return self.built[0]
+
+
+@implementer(IUpgradeHandler)
+class ScriptedHandler:
+    """A handler that answers what a test tells it to, and records requests."""
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+        self.requests: list[tuple[UpgradeRequest, bytes]] = []
+
+    def upgrade(self, request: UpgradeRequest, product: bytes) -> Any:
+        self.requests.append((request, product))
+        answer = self.answer
+        if isinstance(answer, BaseException):
+            raise answer
+        if callable(answer):
+            return answer(request, product)
+        return answer
+
+
+class EchoRequestResource(Resource):
+    """Answers with the method, target and body it saw, framed."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[bytes, bytes, bytes]] = []
+        self.pending: list[Request] = []
+        self.delay = False
+
+    def render(self, request: Request) -> bytes | int:
+        body = request.content.read()
+        self.seen.append((request.method, request.uri, body))
+        payload = b"%s %s %r" % (request.method, request.uri, body)
+        request.setHeader(b"Content-Type", b"text/plain")
+        request.setHeader(b"Content-Length", b"%d" % len(payload))
+        if self.delay:
+            self.pending.append(request)
+            request.delayedPayload = payload  # type: ignore[attr-defined]
+            return 1  # NOT_DONE_YET
+        return payload
+
+    def release(self) -> None:
+        for request in self.pending:
+            request.write(request.delayedPayload)  # type: ignore[attr-defined]
+            request.finish()
+        self.pending = []
+
+
+@dataclass
+class Server:
+    """An UpgradableSite driven over an in-memory transport."""
+
+    registry: UpgradeRegistry = field(default_factory=UpgradeRegistry)
+    resource: EchoRequestResource = field(default_factory=EchoRequestResource)
+    advertise: bool = False
+    timeout: float = 60
+    clock: Clock = field(default_factory=Clock)
+
+    def __post_init__(self) -> None:
+        self.site = UpgradableSite(
+            self.resource,
+            self.registry,
+            advertise=self.advertise,
+            timeout=self.timeout,
+            reactor=self.clock,
+        )
+        self.protocol = self.site.buildProtocol(None)
+        self.transport = StringTransport()
+        self.protocol.makeConnection(self.transport)
+
+    def send(self, *chunks: bytes) -> Server:
+        for chunk in chunks:
+            self.protocol.dataReceived(chunk)
+        return self
+
+    def sendBytewise(self, data: bytes) -> Server:
+        return self.send(*(data[i : i + 1] for i in range(len(data))))
+
+    def output(self) -> bytes:
+        return bytes(self.transport.value())
+
+    def clear(self) -> bytes:
+        value = self.output()
+        self.transport.clear()
+        return value
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.transport.disconnecting)
+
+
+def standardServer(**kwargs: Any) -> tuple[Server, RecordingFactory]:
+    """A server with IRC/6.9 (recording) and HTTP/2.0 (echo) registered."""
+    irc = RecordingFactory()
+    registry = UpgradeRegistry()
+    registry.register(b"IRC/6.9", irc)
+    registry.register(b"HTTP/2.0", EchoFactory())
+    return Server(registry=registry, **kwargs), irc
+
+
+@dataclass
+class Response:
+    version: bytes
+    code: int
+    reason: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+    def header(self, name: bytes) -> list[bytes]:
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    def tokens(self, name: bytes) -> list[bytes]:
+        return [t.strip().lower() for v in self.header(name) for t in v.split(b",") if t.strip()]
+
+
+def parseResponses(data: bytes) -> tuple[list[Response], bytes]:
+    """
+    Split what a server wrote into responses. Parsing stops after a 101 (the
+    rest is the new protocol's) or at a response framed by connection close.
+    Returns the responses and the bytes after the last one.
+    """
+    responses = []
+    while data:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        assert sep, f"incomplete response head: {data!r}"
+        lines = head.split(b"\r\n")
+        version, code, reason = (lines[0].split(b" ", 2) + [b""])[:3]
+        headers = []
+        for line in lines[1:]:
+            name, colon, value = line.partition(b":")
+            assert colon, f"bad header line {line!r}"
+            headers.append((name, value.strip()))
+        response = Response(version, int(code), reason, headers, b"")
+        responses.append(response)
+        if 100 <= response.code < 200:
+            data = rest
+            if response.code == 101:
+                return responses, rest
+            continue
+        lengths = response.header(b"content-length")
+        if response.tokens(b"transfer-encoding") == [b"chunked"]:
+            body = b""
+            while True:
+                sizeLine, _, rest = rest.partition(b"\r\n")
+                size = int(sizeLine, 16)
+                body, rest = body + rest[:size], rest[size + 2 :]
+                if size == 0:
+                    break
+            response.body = body
+            data = rest
+        elif lengths:
+            size = int(lengths[0])
+            response.body, data = rest[:size], rest[size:]
+        else:
+            response.body, data = rest, b""
+    return responses, data
+
+
+def deferred() -> Deferred[Any]:
+    return Deferred()
+
+
+def chunks(data: bytes, cuts: Iterable[int]) -> list[bytes]:
+    """Cut ``data`` at the given offsets."""
+    out, last = [], 0
+    for cut in sorted(set(cuts)):
+        out.append(data[last:cut])
+        last = cut
+    out.append(data[last:])
+    return [c for c in out if c]
+
+
+__all__ = [
+    "ECHO_REQ",
+    "IRC_REQ",
+    "Accept",
+    "Decline",
+    "EchoRequestResource",
+    "RecordingFactory",
+    "RecordingProtocol",
+    "Reject",
+    "Response",
+    "ScriptedHandler",
+    "Server",
+    "chunks",
+    "deferred",
+    "parseResponses",
+    "standardServer",
+]

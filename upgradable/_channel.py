@@ -1,0 +1,455 @@
+# The HTTP channel that can hand its connection to another protocol.
+#
+# Who owns the transport:
+# - Until a handler accepts, Twisted's HTTPChannel owns it: it parses request
+#   heads, decodes bodies, answers pipelined requests in order (head-of-line:
+#   the next request is not parsed before the previous one is answered) and
+#   buffers what arrives meanwhile in _dataBuffer / LineReceiver._buffer.
+# - An upgrade is decided in allContentReceived, i.e. after the whole request,
+#   body included, has been read and every earlier response written. While a
+#   handler's answer is pending the channel is in Twisted's "handling a
+#   request" state, so new bytes are only buffered (with backpressure).
+# - On Accept, in this order: the HTTP idle timer is stopped, the channel
+#   unregisters as the transport's producer and resumes reading, the leftover
+#   bytes are taken out of both buffers, exactly one 101 header block is
+#   written straight to the transport, the transport (or TLS/PROXY wrapper)
+#   is pointed at the new protocol and the channel's own entry points are
+#   rebound to it, makeConnection is called, and the leftover bytes are
+#   delivered once. From then on the channel is not in the data path.
+#
+# What never happens:
+# - a byte the client sent after the upgrade request lost, duplicated,
+#   reordered or parsed as HTTP;
+# - any HTTP byte after the 101 (no chunk terminator, no second response);
+# - a 101 for HTTP/1.0, for CONNECT, without the `upgrade` connection option,
+#   for a product the client did not offer, or after a malformed request;
+# - a traceback sent to the peer: malformed input gets a status and a close,
+#   a failing handler a 500.
+from __future__ import annotations
+
+from collections.abc import Sequence
+from inspect import iscoroutine
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
+from twisted.internet.interfaces import IProtocol
+from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http import RESPONSES, HTTPChannel, Request, _GenericHTTPChannelProtocol
+from twisted.web.http_headers import Headers
+
+from ._decisions import Accept, Decline, Reject, UpgradeRequest
+from ._registry import UpgradeRegistry
+from ._tokens import Product, connectionOptions, parseUpgrade
+from .interfaces import IUpgradeHandler
+
+__all__ = ["UpgradableHTTPChannel"]
+
+_Offer = tuple[Product, IUpgradeHandler]
+
+# A module-level logger: events carry no reference to the channel, so an
+# observer that keeps events (the start-up buffer does) keeps no connection.
+_log = Logger()
+
+
+def _discard(data: bytes) -> None:
+    """Drop bytes that arrive after the channel gave up on a connection."""
+
+
+class UpgradableHTTPChannel(HTTPChannel):
+    """
+    An :class:`~twisted.web.http.HTTPChannel` that switches protocols on
+    ``Upgrade`` (RFC 9110 §7.8).
+
+    Requests without an acceptable upgrade are served exactly as by
+    ``HTTPChannel``. When an HTTP/1.1 request carries the ``upgrade``
+    connection option and offers a product that ``registry`` serves, the
+    registered handler decides; on :class:`~upgradable.Accept` the channel
+    answers ``101 Switching Protocols`` and gives the same transport to the
+    handler's protocol, with every byte that followed the request.
+
+    :param registry: the protocols this channel may switch to.
+    :param advertise: list the registered products in an ``Upgrade`` field
+        (with ``Connection: Upgrade``) on ordinary responses (RFC 9110 §7.8).
+    """
+
+    # The transport of a connected channel; HTTPChannel types it as Optional.
+    transport: Any
+
+    def __init__(self, registry: UpgradeRegistry | None = None, advertise: bool = False) -> None:
+        super().__init__()
+        self.registry = registry if registry is not None else UpgradeRegistry()
+        self.advertise = advertise
+        self._failed = False
+        self._lost = False
+        self._pending: Deferred[Any] | None = None
+
+    # -- request parsing: answer what HTTPChannel closes silently ---------
+
+    def lineReceived(self, line: bytes) -> None:
+        if self._failed:
+            return
+        # HTTPChannel answers an over-long head with a bare 400; a client
+        # learns more from 414/431 (RFC 9110 §15.5.15, RFC 6585 §5).
+        if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
+            self._respondError(431 if self._inHeaders() else 414)
+            return
+        super().lineReceived(line)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        # LineReceiver's default drops the connection without a word.
+        self._respondError(431 if self._inHeaders() else 414)
+
+    def _inHeaders(self) -> bool:
+        return hasattr(self, "_command")
+
+    def headerReceived(self, line: bytes) -> bool:
+        if self._failed:
+            return False
+        if self._receivedHeaderCount >= self.maxHeaders:
+            self._respondError(431)
+            return False
+        return bool(super().headerReceived(line))
+
+    def allHeadersReceived(self) -> None:
+        request = self.requests[-1]
+        if self._version == b"HTTP/1.1":
+            # RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request
+            # without a Host field or with more than one.
+            hosts = request.requestHeaders.getRawHeaders(b"host")
+            if hosts is None or len(hosts) != 1:
+                self._respondError(400)
+                return
+        super().allHeadersReceived()
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if self._failed:
+            return
+        super().rawDataReceived(data)
+
+    def checkPersistence(self, request: Request, version: bytes) -> bool:
+        # HTTPChannel reads only the first Connection line and splits it on
+        # spaces, so "keep-alive,close" is missed (RFC 9110 §7.6.1).
+        if version != b"HTTP/1.1":
+            return False
+        options = connectionOptions(request.requestHeaders.getRawHeaders(b"connection", ()))
+        if b"close" in options:
+            request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+            return False
+        return True
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        self._respondError(400)
+
+    def _respondError(self, code: int) -> None:
+        """
+        Answer a request that cannot be parsed, then close: nothing after
+        the offending bytes is read.
+        """
+        if self._failed:
+            return
+        self._failed = True
+        self.dataReceived = _discard  # type: ignore[method-assign]
+        self._dataBuffer = []
+        self.clearLineBuffer()
+        reason = RESPONSES.get(code, b"Bad Request")
+        body = reason + b"\n"
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\nConnection: close\r\n"
+            b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n\r\n%s"
+            % (code, reason, len(body), body)
+        )
+        self.loseConnection()
+
+    # -- negotiation ------------------------------------------------------
+
+    def allContentReceived(self) -> None:
+        if self._failed:
+            return
+        offered, offers = self._offers(self.requests[-1])
+        if not offers:
+            super().allContentReceived()
+            return
+        request = self.requests[-1]
+        command, path, version = self._command, self._path, self._version
+        # Let HTTPChannel reset its parser and enter its "handling a request"
+        # state (idle timer saved and stopped, later bytes buffered), but
+        # keep the request from reaching the resource tree yet.
+        request.requestReceived = _discardRequest
+        try:
+            super().allContentReceived()
+        finally:
+            del request.requestReceived
+        request.method, request.uri, request.clientproto = command, path, version
+        request.path = path.split(b"?", 1)[0]
+        request.content.seek(0)
+        body = request.content.read()
+        upgradeRequest = UpgradeRequest(
+            method=command,
+            uri=path,
+            path=request.path,
+            version=version,
+            headers=request.requestHeaders,
+            body=body,
+            offered=tuple(product.raw for product in offered),
+            peer=self.transport.getPeer(),
+            host=self.transport.getHost(),
+            secure=self.isSecure(),
+        )
+        self._tryOffers(request, upgradeRequest, offers, 0)
+
+    def _offers(self, request: Request) -> tuple[list[Product], list[_Offer]]:
+        """
+        The valid products the client offered, and those of them this channel
+        could switch to, in the client's order; both empty when the request
+        may not switch at all.
+        """
+        if self._version != b"HTTP/1.1" or not self.registry:
+            # RFC 9110 §7.8: a server MUST ignore Upgrade in HTTP/1.0.
+            return [], []
+        headers = request.requestHeaders
+        upgrade = headers.getRawHeaders(b"upgrade")
+        if upgrade is None or self._command == b"CONNECT":
+            return [], []
+        # RFC 9110 §7.8: the sender MUST list "upgrade" in Connection; one
+        # without it passed an intermediary that should have dropped it.
+        if b"upgrade" not in connectionOptions(headers.getRawHeaders(b"connection", ())):
+            return [], []
+        offered = parseUpgrade(upgrade)
+        offers = []
+        for product in offered:
+            handler = self.registry.lookup(product.key)
+            if handler is not None:
+                offers.append((product, handler))
+        return offered, offers
+
+    def _tryOffers(
+        self, request: Request, upgradeRequest: UpgradeRequest, offers: list[_Offer], index: int
+    ) -> None:
+        """
+        Ask the handlers of ``offers[index:]`` in turn until one accepts or
+        rejects; if all decline, serve the request as plain HTTP.
+        """
+        while index < len(offers):
+            product, handler = offers[index]
+            try:
+                result = handler.upgrade(upgradeRequest, product.raw)
+                if iscoroutine(result):
+                    result = ensureDeferred(result)
+            except Exception:
+                self._handlerFailed(request, product, handler, Failure())
+                return
+            if isinstance(result, Deferred):
+                self._pending = result
+                result.addCallbacks(
+                    self._decided,
+                    self._decisionFailed,
+                    callbackArgs=(request, upgradeRequest, offers, index),
+                    errbackArgs=(request, product, handler),
+                )
+                return
+            if not self._apply(request, upgradeRequest, product, handler, result):
+                return
+            index += 1
+        request.requestReceived(request.method, request.uri, request.clientproto)
+
+    def _decided(
+        self,
+        decision: object,
+        request: Request,
+        upgradeRequest: UpgradeRequest,
+        offers: list[_Offer],
+        index: int,
+    ) -> None:
+        self._pending = None
+        if self._lost:
+            return
+        product, handler = offers[index]
+        if self._apply(request, upgradeRequest, product, handler, decision):
+            self._tryOffers(request, upgradeRequest, offers, index + 1)
+
+    def _decisionFailed(
+        self, failure: Failure, request: Request, product: Product, handler: IUpgradeHandler
+    ) -> None:
+        self._pending = None
+        if self._lost:
+            if not failure.check(CancelledError):
+                _log.failure(
+                    "Upgrade handler {handler!r} failed for {product} after the client left",
+                    failure,
+                    handler=handler,
+                    product=product.raw.decode("ascii"),
+                )
+            return
+        self._handlerFailed(request, product, handler, failure)
+
+    def _apply(
+        self,
+        request: Request,
+        upgradeRequest: UpgradeRequest,
+        product: Product,
+        handler: IUpgradeHandler,
+        decision: object,
+    ) -> bool:
+        """
+        Carry out a handler's decision; True means "declined, try the next".
+        """
+        if isinstance(decision, Decline):
+            return True
+        if isinstance(decision, Accept):
+            self._switch(request, upgradeRequest, product, decision)
+        elif isinstance(decision, Reject):
+            self._respond(
+                request,
+                decision.code,
+                decision.reason,
+                decision.headers,
+                decision.body,
+                decision.close,
+            )
+        else:
+            error = TypeError(
+                f"{handler!r}.upgrade returned {decision!r}; expected Accept, Decline or Reject"
+            )
+            self._handlerFailed(request, product, handler, Failure(error))
+        return False
+
+    def _handlerFailed(
+        self, request: Request, product: Product, handler: IUpgradeHandler, failure: Failure
+    ) -> None:
+        _log.failure(
+            "Upgrade handler {handler!r} failed for {product}",
+            failure,
+            handler=handler,
+            product=product.raw.decode("ascii"),
+        )
+        self._respond(request, 500, RESPONSES[500], (), b"Internal Server Error\n", False)
+
+    def _respond(
+        self,
+        request: Request,
+        code: int,
+        reason: bytes,
+        headers: Sequence[tuple[bytes, bytes]],
+        body: bytes,
+        close: bool,
+    ) -> None:
+        """
+        Answer the upgrade request with an ordinary, framed HTTP response;
+        the connection then goes on with the next request unless ``close``.
+        """
+        request.setResponseCode(code, reason)
+        for name, value in headers:
+            request.responseHeaders.addRawHeader(name, value)
+        request.responseHeaders.setRawHeaders(b"Content-Length", [b"%d" % len(body)])
+        if body and not request.responseHeaders.hasHeader(b"content-type"):
+            request.responseHeaders.setRawHeaders(b"Content-Type", [b"text/plain; charset=utf-8"])
+        if close:
+            self.persistent = False
+            request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+        request.write(body)
+        request.finish()
+
+    # -- the hand-over ----------------------------------------------------
+
+    def _switch(
+        self, request: Request, upgradeRequest: UpgradeRequest, product: Product, accept: Accept
+    ) -> None:
+        protocol = accept.protocol
+        transport = self.transport
+
+        # Nothing of HTTP may act on the connection any more: no idle timer,
+        # no producer registration (the new protocol may register its own),
+        # no paused reads left behind by HTTP's backpressure.
+        self.setTimeout(None)
+        self._savedTimeOut = None
+        self._networkProducer.resumeProducing()
+        self._networkProducer.unregisterProducer()  # type: ignore[attr-defined]
+        leftover = b"".join(self._dataBuffer) + self.clearLineBuffer()
+        self._dataBuffer = []
+        del self.requests[:]
+        # A large or chunked body was spooled to a temporary file; the
+        # handler has the bytes, and the request is never processed.
+        request.content.close()
+
+        head = [
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: ",
+            product.raw,
+            b"\r\n",
+        ]
+        for name, value in accept.headers:
+            head += [name, b": ", value, b"\r\n"]
+        head.append(b"\r\n")
+        transport.write(b"".join(head))
+
+        request.code, request.code_message, request.sentLength = 101, RESPONSES[101], 0
+        log = getattr(self.factory, "log", None)
+        if log is not None:
+            log(request)
+        _log.info(
+            "Upgraded {peer} to {product} ({method} {uri})",
+            peer=str(upgradeRequest.peer),
+            product=product.raw.decode("ascii"),
+            method=upgradeRequest.method.decode("ascii"),
+            uri=upgradeRequest.uri.decode("ascii", "replace"),
+        )
+
+        self._handOver(transport, protocol)
+        try:
+            protocol.makeConnection(transport)
+        except Exception:
+            _log.failure(
+                "{protocol!r}.makeConnection failed after the 101; closing", protocol=protocol
+            )
+            transport.loseConnection()
+            return
+        if leftover:
+            protocol.dataReceived(leftover)
+
+    def _handOver(self, transport: Any, protocol: IProtocol) -> None:
+        """
+        Route the transport's events to ``protocol`` from now on.
+
+        The channel's own entry points are rebound, which every layer that
+        calls it (Twisted's ALPN wrapper, TLS, the PROXY wrapper, in-memory
+        test transports) finds by attribute lookup. Where the transport calls
+        this channel or its ALPN wrapper directly (TCP's ``protocol``, TLS's
+        and PROXY's ``wrappedProtocol``) it is also pointed at ``protocol``,
+        so no forwarding call is left in the data path and the channel can
+        be freed.
+        """
+        self.dataReceived = protocol.dataReceived  # type: ignore[method-assign]
+        self.rawDataReceived = protocol.dataReceived  # type: ignore[method-assign]
+        self.connectionLost = protocol.connectionLost  # type: ignore[method-assign,assignment]
+        for attribute in ("protocol", "wrappedProtocol"):
+            current = getattr(transport, attribute, None)
+            if current is self or (
+                isinstance(current, _GenericHTTPChannelProtocol) and current._channel is self  # type: ignore[comparison-overlap]
+            ):
+                setattr(transport, attribute, protocol)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._lost = True
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.cancel()
+        super().connectionLost(reason)
+
+    # -- advertising ------------------------------------------------------
+
+    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Headers) -> None:
+        if self.advertise and self.registry and isinstance(headers, Headers):
+            connection = headers.getRawHeaders(b"connection", ())
+            options = connectionOptions(connection)
+            if b"close" not in options and not headers.hasHeader(b"upgrade"):
+                # RFC 9110 §7.8: advertise in any other response; the
+                # upgrade option keeps intermediaries from forwarding it.
+                headers.setRawHeaders(b"Upgrade", [b", ".join(self.registry.products())])
+                if b"upgrade" not in options:
+                    headers.setRawHeaders(b"Connection", [*connection, b"Upgrade"])
+        super().writeHeaders(version, code, reason, headers)
+
+
+def _discardRequest(command: bytes, path: bytes, version: bytes) -> None:
+    """Stands in for Request.requestReceived while an upgrade is decided."""

@@ -1,0 +1,118 @@
+# What a handler is given (UpgradeRequest) and what it answers (Accept,
+# Decline, Reject). Plain value objects: they hold no reference to the HTTP
+# channel, so a handler that keeps one does not keep the connection's HTTP
+# machinery alive.
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from twisted.internet.interfaces import IAddress, IProtocol
+from twisted.web.http import RESPONSES
+from twisted.web.http_headers import Headers
+
+__all__ = ["Accept", "Decision", "Decline", "Reject", "UpgradeRequest"]
+
+
+@dataclass(frozen=True, slots=True)
+class UpgradeRequest:
+    """
+    The HTTP request that asked for an upgrade, as a handler sees it.
+
+    :ivar method: the request method, e.g. ``b"GET"``.
+    :ivar uri: the request target as sent, e.g. ``b"/room/42?x=1"``.
+    :ivar path: ``uri`` without its query.
+    :ivar version: the HTTP version, always ``b"HTTP/1.1"`` (older requests
+        never upgrade).
+    :ivar headers: every request header field, as Twisted's
+        :class:`~twisted.web.http_headers.Headers`.
+    :ivar body: the request body, read in full before the handler is asked.
+    :ivar offered: every valid product the client offered, in its order.
+    :ivar peer: the client's address (the real client's behind the PROXY
+        protocol).
+    :ivar host: the local address the connection arrived on.
+    :ivar secure: whether the connection is TLS.
+    """
+
+    method: bytes
+    uri: bytes
+    path: bytes
+    version: bytes
+    headers: Headers
+    body: bytes
+    offered: tuple[bytes, ...]
+    peer: IAddress
+    host: IAddress
+    secure: bool
+
+
+def _checkHeaders(headers: Sequence[tuple[bytes, bytes]]) -> tuple[tuple[bytes, bytes], ...]:
+    checked = []
+    for name, value in headers:
+        if not isinstance(name, bytes) or not isinstance(value, bytes):
+            raise TypeError(f"header names and values must be bytes: {name!r}: {value!r}")
+        if not name or any(c in b" \t\r\n:\x00" for c in name):
+            raise ValueError(f"invalid header name {name!r}")
+        if any(c in b"\r\n\x00" for c in value):
+            raise ValueError(f"header value for {name!r} contains CR, LF or NUL")
+        checked.append((name, value))
+    return tuple(checked)
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    """
+    Switch to ``protocol``.
+
+    The channel writes ``101 Switching Protocols`` naming the product the
+    client offered (plus ``headers``), then calls
+    ``protocol.makeConnection(transport)`` with the connection's own
+    transport, then delivers every byte the client sent after the request.
+
+    :ivar protocol: the protocol that takes the connection over.
+    :ivar headers: extra header fields for the 101, e.g.
+        ``[(b"Sec-WebSocket-Accept", value)]``.
+    """
+
+    protocol: IProtocol
+    headers: Sequence[tuple[bytes, bytes]] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "headers", _checkHeaders(self.headers))
+
+
+@dataclass(frozen=True, slots=True)
+class Decline:
+    """
+    Do not switch to this product: the channel tries the client's next offered
+    product, and when none is left serves the request as plain HTTP.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """
+    Answer the upgrade request with an HTTP error and do not switch.
+
+    :ivar code: the status code, e.g. 401 or 403.
+    :ivar headers: header fields for the response.
+    :ivar body: the response body (framed with ``Content-Length``).
+    :ivar close: close the connection after the response.
+    """
+
+    code: int
+    headers: Sequence[tuple[bytes, bytes]] = ()
+    body: bytes = b""
+    close: bool = False
+    reason: bytes = field(default=b"", compare=False)
+
+    def __post_init__(self) -> None:
+        if not 400 <= self.code <= 599:
+            raise ValueError(f"Reject needs a 4xx or 5xx status, not {self.code}")
+        object.__setattr__(self, "headers", _checkHeaders(self.headers))
+        if not self.reason:
+            object.__setattr__(self, "reason", RESPONSES.get(self.code, b"Error"))
+
+
+Decision = Accept | Decline | Reject
+"""What a handler answers: :class:`Accept`, :class:`Decline` or :class:`Reject`."""

@@ -1,0 +1,163 @@
+# Which handler serves which protocol product.
+#
+# A registry maps registered products (`name` or `name/version`) to handlers.
+# Lookups use the comparison key from _tokens (name ASCII-case-insensitive,
+# version exact), so `IRC/6.9` never matches `IRC`, `IRC/6.90` or `xIRC/6.9`.
+# Mistakes by the programmer (a duplicate or malformed product, a handler of
+# the wrong kind) raise at registration, never on a live connection.
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from twisted.internet.interfaces import IProtocolFactory
+from zope.interface import implementer
+
+from ._decisions import Accept, Decision, Decline, UpgradeRequest
+from ._tokens import parseProduct
+from .interfaces import IUpgradeHandler
+
+__all__ = ["FactoryHandler", "UpgradeRegistry"]
+
+
+@implementer(IUpgradeHandler)
+class FactoryHandler:
+    """
+    The handler behind a plain protocol factory: accept with a protocol built
+    by ``factory.buildProtocol(peer)``.
+
+    It declines ``HEAD`` (a HEAD request cannot be answered by a byte stream
+    that may carry a body, RFC 9110 §7.8) and declines when ``buildProtocol``
+    returns None, Twisted's way for a factory to refuse a connection.
+    """
+
+    def __init__(self, factory: IProtocolFactory) -> None:
+        self.factory = factory
+
+    def upgrade(self, request: UpgradeRequest, product: bytes) -> Decision:
+        if request.method == b"HEAD":
+            return Decline()
+        protocol = self.factory.buildProtocol(request.peer)
+        if protocol is None:
+            return Decline()
+        return Accept(protocol)
+
+    def __repr__(self) -> str:
+        return f"FactoryHandler({self.factory!r})"
+
+
+class UpgradeRegistry:
+    """
+    A mapping from protocol products to the handlers that serve them.
+
+    >>> registry = UpgradeRegistry()
+    >>> registry.register(b"IRC/6.9", ircFactory)          # doctest: +SKIP
+    >>> registry.register("websocket", websocketHandler)  # doctest: +SKIP
+    """
+
+    def __init__(self) -> None:
+        self._handlers: dict[tuple[bytes, bytes | None], IUpgradeHandler] = {}
+        self._products: dict[tuple[bytes, bytes | None], bytes] = {}
+        self._factories: list[IProtocolFactory] = []
+        self._started = False
+
+    def register(self, product: bytes | str, handler: IUpgradeHandler | IProtocolFactory) -> None:
+        """
+        Serve upgrades to ``product`` with ``handler``.
+
+        :param product: ``name`` or ``name/version``, e.g. ``b"IRC/6.9"``.
+            Offers match it when the name is equal ignoring ASCII case and
+            the version is equal exactly.
+        :param handler: an :class:`~upgradable.interfaces.IUpgradeHandler`,
+            or an :class:`~twisted.internet.interfaces.IProtocolFactory`
+            whose protocols take the connection over.
+        :raises ValueError: ``product`` is not a valid product, or is
+            registered already.
+        :raises TypeError: ``handler`` is neither kind.
+        """
+        raw = product.encode("ascii") if isinstance(product, str) else product
+        parsed = parseProduct(raw)
+        if parsed is None:
+            raise ValueError(
+                f"{product!r} is not a protocol product: use a token, or "
+                f"token/token, such as b'IRC/6.9' or b'websocket' (RFC 9110 §7.8)"
+            )
+        if parsed.key in self._handlers:
+            raise ValueError(
+                f"{product!r} is registered already (as "
+                f"{self._products[parsed.key]!r}); unregister it first"
+            )
+        if IUpgradeHandler.providedBy(handler):
+            resolved: IUpgradeHandler = handler
+        elif IProtocolFactory.providedBy(handler):
+            resolved = FactoryHandler(handler)
+            self._factories.append(handler)
+            if self._started:
+                handler.doStart()
+        else:
+            raise TypeError(f"{handler!r} provides neither IUpgradeHandler nor IProtocolFactory")
+        self._handlers[parsed.key] = resolved
+        self._products[parsed.key] = raw
+
+    def unregister(self, product: bytes | str) -> None:
+        """
+        Stop serving ``product``.
+
+        :raises KeyError: it is not registered.
+        """
+        raw = product.encode("ascii") if isinstance(product, str) else product
+        parsed = parseProduct(raw)
+        if parsed is None or parsed.key not in self._handlers:
+            raise KeyError(product)
+        handler = self._handlers.pop(parsed.key)
+        del self._products[parsed.key]
+        if isinstance(handler, FactoryHandler):
+            self._factories.remove(handler.factory)
+            if self._started:
+                handler.factory.doStop()
+
+    def lookup(self, key: tuple[bytes, bytes | None]) -> IUpgradeHandler | None:
+        """
+        The handler for a product's comparison key (see
+        :func:`upgradable._tokens.parseProduct`), or None.
+        """
+        return self._handlers.get(key)
+
+    def products(self) -> list[bytes]:
+        """
+        The registered products, as registered, in registration order.
+        """
+        return list(self._products.values())
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.products())
+
+    def __len__(self) -> int:
+        return len(self._handlers)
+
+    def __contains__(self, product: object) -> bool:
+        if isinstance(product, str):
+            product = product.encode("ascii", "replace")
+        if not isinstance(product, bytes):
+            return False
+        parsed = parseProduct(product)
+        return parsed is not None and parsed.key in self._handlers
+
+    def startFactories(self) -> None:
+        """
+        Call ``doStart`` on every registered protocol factory, as a listening
+        port does for its factory. :class:`~upgradable.UpgradableSite` calls
+        this when it starts.
+        """
+        if not self._started:
+            self._started = True
+            for factory in self._factories:
+                factory.doStart()
+
+    def stopFactories(self) -> None:
+        """
+        Call ``doStop`` on every registered protocol factory.
+        """
+        if self._started:
+            self._started = False
+            for factory in self._factories:
+                factory.doStop()

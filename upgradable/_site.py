@@ -1,0 +1,55 @@
+# Site wiring. Connections are built exactly as twisted.web builds them, as
+# _GenericHTTPChannelProtocol(channel), only with our channel inside: that
+# wrapper is what switches a TLS connection to HTTP/2 when ALPN picked "h2",
+# so Twisted's own HTTP/2 keeps working next to the Upgrade path.
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.web.http import _GenericHTTPChannelProtocol
+from twisted.web.resource import IResource
+from twisted.web.server import Site
+
+from ._channel import UpgradableHTTPChannel
+from ._registry import UpgradeRegistry
+
+__all__ = ["UpgradableSite"]
+
+
+class UpgradableSite(Site):
+    """
+    A :class:`~twisted.web.server.Site` whose connections can be upgraded.
+
+    :param resource: the root resource, served for every request that does
+        not switch protocols.
+    :param registry: the protocols to switch to.
+    :param advertise: list the registered products in ``Upgrade`` on
+        ordinary responses.
+    :param siteOptions: passed on to :class:`~twisted.web.server.Site`
+        (``logPath``, ``timeout``, ``logFormatter``, ``reactor``, ...).
+    """
+
+    def __init__(
+        self,
+        resource: IResource,
+        registry: UpgradeRegistry,
+        *,
+        advertise: bool = False,
+        **siteOptions: Any,
+    ) -> None:
+        super().__init__(resource, **siteOptions)
+        self.registry = registry
+        self.advertise = advertise
+
+    def protocol(self) -> _GenericHTTPChannelProtocol:
+        return _GenericHTTPChannelProtocol(
+            UpgradableHTTPChannel(self.registry, advertise=self.advertise)
+        )
+
+    def startFactory(self) -> None:
+        super().startFactory()
+        self.registry.startFactories()
+
+    def stopFactory(self) -> None:
+        self.registry.stopFactories()
+        super().stopFactory()

@@ -1,0 +1,96 @@
+# Pure parsing of the header fields that decide an upgrade: no I/O, no Twisted.
+#
+# Rules kept here (RFC 9110 §5.6.1, §7.6.1, §7.8):
+# - Lists (#rule) are split on commas over every field line, with optional
+#   whitespace around elements and empty elements ignored.
+# - Connection options are compared ASCII-case-insensitively.
+# - An Upgrade element is `protocol-name ["/" protocol-version]`, both tokens.
+#   Names compare ASCII-case-insensitively, versions octet for octet; nothing
+#   ever matches by prefix or substring. An element that is not a valid
+#   production never matches anything (it is skipped, the others still count).
+# - All comparisons are on bytes: bytes.lower() folds ASCII only, so no
+#   Unicode case folding can make two different tokens equal.
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import NamedTuple
+
+__all__ = [
+    "Product",
+    "connectionOptions",
+    "parseProduct",
+    "parseUpgrade",
+    "splitList",
+]
+
+# RFC 9110 §5.6.2: tchar.
+_TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_OWS = b" \t"
+
+
+class Product(NamedTuple):
+    """
+    One element of an C{Upgrade} field: a protocol name and optional version.
+
+    ``key`` is what two products are compared by: the name folded to ASCII
+    lower case and the version exactly as sent. ``raw`` keeps the sender's
+    spelling, which is what a 101 echoes back.
+    """
+
+    raw: bytes
+    key: tuple[bytes, bytes | None]
+
+
+def _isToken(value: bytes) -> bool:
+    return bool(value) and all(c in _TCHAR for c in value)
+
+
+def splitList(values: Iterable[bytes]) -> list[bytes]:
+    """
+    Split the field lines of a list-valued field into its non-empty elements.
+
+    :param values: every field line's value, in the order received.
+    :return: the elements with surrounding whitespace removed.
+    """
+    out: list[bytes] = []
+    for value in values:
+        for element in value.split(b","):
+            element = element.strip(_OWS)
+            if element:
+                out.append(element)
+    return out
+
+
+def connectionOptions(values: Iterable[bytes]) -> frozenset[bytes]:
+    """
+    The connection options of a C{Connection} field, folded to lower case.
+    """
+    return frozenset(element.lower() for element in splitList(values))
+
+
+def parseProduct(element: bytes) -> Product | None:
+    """
+    Parse one C{protocol} production (RFC 9110 §7.8), or return None when it
+    is not one (so that it can never match a registered protocol).
+    """
+    name, slash, version = element.partition(b"/")
+    if not _isToken(name):
+        return None
+    if not slash:
+        return Product(element, (name.lower(), None))
+    if not _isToken(version):
+        return None
+    return Product(element, (name.lower(), version))
+
+
+def parseUpgrade(values: Iterable[bytes]) -> list[Product]:
+    """
+    The valid products offered by the C{Upgrade} field lines, in the client's
+    order of preference. Invalid elements are left out.
+    """
+    products = []
+    for element in splitList(values):
+        product = parseProduct(element)
+        if product is not None:
+            products.append(product)
+    return products

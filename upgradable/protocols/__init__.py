@@ -1,0 +1,3 @@
+"""
+Sample protocols to upgrade to.
+"""

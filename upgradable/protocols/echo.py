@@ -1,0 +1,48 @@
+"""
+A byte echo, the sample behind the ``HTTP/2.0`` token.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Factory, Protocol
+from zope.interface import implementer
+
+__all__ = ["EchoFactory", "EchoProtocol"]
+
+
+@implementer(IPushProducer)
+class EchoProtocol(Protocol):
+    """
+    Writes back every byte it receives, unchanged, until the peer closes.
+
+    It respects flow control: it registers as the transport's producer, so
+    when the transport's send buffer is full it stops reading from the peer
+    (a client that sends but never reads cannot make it buffer without
+    bound), and reads again once the buffer drains.
+    """
+
+    transport: Any
+
+    def connectionMade(self) -> None:
+        self.transport.registerProducer(self, True)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def pauseProducing(self) -> None:
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self.transport.loseConnection()
+
+
+class EchoFactory(Factory):
+    """Builds :class:`EchoProtocol`."""
+
+    protocol = EchoProtocol
