@@ -186,18 +186,21 @@ class Response:
         return [t.strip().lower() for v in self.header(name) for t in v.split(b",") if t.strip()]
 
 
-def parseResponses(data: bytes) -> tuple[list[Response], bytes]:
+def parseResponses(data: bytes, heads: Iterable[int] = ()) -> tuple[list[Response], bytes]:
     """
     Split what a server wrote into responses. Parsing stops after a 101 (the
     rest is the new protocol's) or at a response framed by connection close.
-    Returns the responses and the bytes after the last one.
+    Returns the responses and the bytes after the last one. ``heads`` are the
+    indexes of final responses that answer HEAD requests (they have no body).
     """
+    heads = set(heads)
+    finals = 0
     responses = []
     while data:
         head, sep, rest = data.partition(b"\r\n\r\n")
         assert sep, f"incomplete response head: {data!r}"
         lines = head.split(b"\r\n")
-        version, code, reason = (lines[0].split(b" ", 2) + [b""])[:3]
+        version, code, reason = ([*lines[0].split(b" ", 2), b""])[:3]
         headers = []
         for line in lines[1:]:
             name, colon, value = line.partition(b":")
@@ -211,7 +214,10 @@ def parseResponses(data: bytes) -> tuple[list[Response], bytes]:
                 return responses, rest
             continue
         lengths = response.header(b"content-length")
-        if response.tokens(b"transfer-encoding") == [b"chunked"]:
+        finals += 1
+        if finals - 1 in heads:
+            data = rest
+        elif response.tokens(b"transfer-encoding") == [b"chunked"]:
             body = b""
             while True:
                 sizeLine, _, rest = rest.partition(b"\r\n")

@@ -371,7 +371,8 @@ class UpgradableHTTPChannel(HTTPChannel):
         del self.requests[:]
         # A large or chunked body was spooled to a temporary file; the
         # handler has the bytes, and the request is never processed.
-        request.content.close()
+        if request.content is not None:
+            request.content.close()
 
         head = [
             b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: ",
@@ -422,12 +423,16 @@ class UpgradableHTTPChannel(HTTPChannel):
         self.dataReceived = protocol.dataReceived  # type: ignore[method-assign]
         self.rawDataReceived = protocol.dataReceived  # type: ignore[method-assign]
         self.connectionLost = protocol.connectionLost  # type: ignore[method-assign,assignment]
-        for attribute in ("protocol", "wrappedProtocol"):
-            current = getattr(transport, attribute, None)
-            if current is self or (
-                isinstance(current, _GenericHTTPChannelProtocol) and current._channel is self  # type: ignore[comparison-overlap]
-            ):
-                setattr(transport, attribute, protocol)
+        # TCP calls transport.protocol; a ProtocolWrapper transport (PROXY,
+        # TLS by wrapping factory) calls its wrappedProtocol; TLS started on a
+        # TCP transport calls transport.protocol.wrappedProtocol.
+        for holder in (transport, getattr(transport, "protocol", None)):
+            for attribute in ("protocol", "wrappedProtocol"):
+                current = getattr(holder, attribute, None)
+                if current is self or (
+                    isinstance(current, _GenericHTTPChannelProtocol) and current._channel is self  # type: ignore[comparison-overlap]
+                ):
+                    setattr(holder, attribute, protocol)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True

@@ -6,17 +6,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
 __all__ = ["EchoFactory", "EchoProtocol"]
 
 
-@implementer(IPushProducer)
+@implementer(IPushProducer, IHalfCloseableProtocol)
 class EchoProtocol(Protocol):
     """
     Writes back every byte it receives, unchanged, until the peer closes.
+
+    When the peer only shuts down its sending side, the echo finishes
+    writing what it has and then closes.
 
     It respects flow control: it registers as the transport's producer, so
     when the transport's send buffer is full it stops reading from the peer
@@ -39,6 +42,12 @@ class EchoProtocol(Protocol):
         self.transport.resumeProducing()
 
     def stopProducing(self) -> None:
+        self.transport.loseConnection()
+
+    def readConnectionLost(self) -> None:
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
         self.transport.loseConnection()
 
 

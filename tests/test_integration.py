@@ -1,0 +1,406 @@
+"""
+Real loopback sockets: the hand-over over TCP, TLS and the PROXY protocol,
+with Python sockets and with real third-party clients (curl, socat, openssl).
+"""
+
+from __future__ import annotations
+
+import datetime
+import socket
+import ssl
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from twisted.internet import reactor, threads
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import deferLater
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.web.resource import Resource
+
+from upgradable import Accept, UpgradableSite, UpgradeRegistry
+from upgradable.protocols.echo import EchoFactory
+
+from .conftest import requirePeer
+from .helpers import ECHO_REQ, IRC_REQ, RecordingFactory, ScriptedHandler, parseResponses
+
+HOST = "127.0.0.1"
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A self-signed certificate and key for 127.0.0.1, in one PEM file."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(__import__("ipaddress").ip_address(HOST))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    path = tmp_path_factory.mktemp("tls") / "server.pem"
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+        + cert.public_bytes(serialization.Encoding.PEM)
+    )
+    return path
+
+
+class Page(Resource):
+    isLeaf = True
+
+    def render(self, request: Any) -> bytes:
+        request.setHeader(b"Content-Type", b"text/plain")
+        return b"plain page\n"
+
+
+class Closer(Protocol):
+    """Closes the connection from the server side when it reads b"bye"."""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)
+        if b"bye" in data:
+            self.transport.loseConnection()
+
+
+class Running:
+    def __init__(self, port: Any, registry: UpgradeRegistry, irc: RecordingFactory) -> None:
+        self.port = port
+        self.registry = registry
+        self.irc = irc
+        self.number = port.getHost().port
+
+
+async def listen(description: str) -> Running:
+    irc = RecordingFactory()
+    registry = UpgradeRegistry()
+    registry.register(b"IRC/6.9", irc)
+    registry.register(b"HTTP/2.0", EchoFactory())
+    registry.register(b"closer", ScriptedHandler(lambda request, product: Accept(Closer())))
+    site = UpgradableSite(Page(), registry, advertise=True)
+    port = await serverFromString(reactor, description).listen(site)
+    return Running(port, registry, irc)
+
+
+@pytest_twisted.async_yield_fixture
+async def tcp() -> AsyncIterator[Running]:
+    running = await listen(f"tcp:0:interface={HOST}")
+    yield running
+    await running.port.stopListening()
+
+
+@pytest_twisted.async_yield_fixture
+async def tls(certificate: Path) -> AsyncIterator[Running]:
+    running = await listen(f"ssl:0:interface={HOST}:privateKey={certificate}")
+    yield running
+    await running.port.stopListening()
+
+
+def connect(port: int, secure: bool = False) -> socket.socket:
+    sock = socket.create_connection((HOST, port), timeout=10)
+    if secure:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        sock = context.wrap_socket(sock)
+    return sock
+
+
+def readUntilClosed(sock: socket.socket) -> bytes:
+    out = []
+    while chunk := sock.recv(65536):
+        out.append(chunk)
+    return b"".join(out)
+
+
+def readExactly(sock: socket.socket, count: int) -> bytes:
+    out = bytearray()
+    while len(out) < count:
+        chunk = sock.recv(min(65536, count - len(out)))
+        assert chunk, f"closed after {len(out)} of {count} bytes"
+        out += chunk
+    return bytes(out)
+
+
+def inThread(f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+    return threads.deferToThread(f, *args)
+
+
+SWITCH_ECHO = (
+    b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: HTTP/2.0\r\n\r\n"
+)
+
+
+def echoRoundTrip(port: int, secure: bool, payload: bytes, together: bool) -> bytes:
+    """Upgrade to the echo, send ``payload`` (with the request or after the 101)."""
+    with connect(port, secure) as sock:
+        if together:
+            sock.sendall(ECHO_REQ + payload)
+        else:
+            sock.sendall(ECHO_REQ)
+            assert readExactly(sock, len(SWITCH_ECHO)) == SWITCH_ECHO
+        sent = 0
+        received = bytearray()
+        if together:
+            received += readExactly(sock, len(SWITCH_ECHO) + len(payload))
+            return bytes(received[len(SWITCH_ECHO) :])
+        # Interleave so neither side's buffers fill up.
+        while sent < len(payload):
+            sock.sendall(payload[sent : sent + 65536])
+            sent += 65536
+            received += readExactly(sock, min(sent, len(payload)) - len(received))
+        return bytes(received)
+
+
+@pytest.mark.parametrize("secure", [False, True], ids=["tcp", "tls"])
+@pytest.mark.parametrize("together", [False, True], ids=["after-101", "same-write"])
+@pytest_twisted.ensureDeferred
+async def test_echoIsByteExactOverRealSockets(
+    secure: bool, together: bool, certificate: Path
+) -> None:
+    running = await listen(
+        f"ssl:0:interface={HOST}:privateKey={certificate}" if secure else f"tcp:0:interface={HOST}"
+    )
+    try:
+        payload = bytes(range(256)) * (4096 if not together else 64)
+        echoed = await inThread(echoRoundTrip, running.number, secure, payload, together)
+        assert echoed == payload
+    finally:
+        await running.port.stopListening()
+
+
+def ircUpgrade(port: int, secure: bool) -> bytes:
+    with connect(port, secure) as sock:
+        sock.sendall(IRC_REQ + b"NICK alice\r\nUSER a 0 * :A\r\n")
+        head = readExactly(sock, len(IRC_REQ) - 30)
+        sock.sendall(b"JOIN #x\r\n")
+        return head
+
+
+@pytest.mark.parametrize("secure", [False, True], ids=["tcp", "tls"])
+@pytest_twisted.ensureDeferred
+async def test_sameSegmentBytesAndLaterBytesReachTheProtocolOnce(
+    secure: bool, certificate: Path
+) -> None:
+    running = await listen(
+        f"ssl:0:interface={HOST}:privateKey={certificate}" if secure else f"tcp:0:interface={HOST}"
+    )
+    try:
+        await inThread(ircUpgrade, running.number, secure)
+        for _ in range(100):
+            if running.irc.built and running.irc.last.lost:
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        protocol = running.irc.last
+        assert protocol.data == b"NICK alice\r\nUSER a 0 * :A\r\nJOIN #x\r\n"
+        assert protocol.made == 1
+        assert len(protocol.lost) == 1
+    finally:
+        await running.port.stopListening()
+
+
+def closeFromServer(port: int, secure: bool) -> bytes:
+    with connect(port, secure) as sock:
+        sock.sendall(IRC_REQ.replace(b"IRC/6.9", b"closer") + b"bye")
+        sock.settimeout(5)
+        return readUntilClosed(sock)
+
+
+@pytest.mark.parametrize("secure", [False, True], ids=["tcp", "tls"])
+@pytest_twisted.ensureDeferred
+async def test_serverSideCloseReallyCloses(secure: bool, certificate: Path) -> None:
+    """Over TLS a leftover HTTP producer would keep loseConnection from closing."""
+    running = await listen(
+        f"ssl:0:interface={HOST}:privateKey={certificate}" if secure else f"tcp:0:interface={HOST}"
+    )
+    try:
+        data = await inThread(closeFromServer, running.number, secure)
+        assert data.endswith(b"\r\n\r\nbye")
+    finally:
+        await running.port.stopListening()
+
+
+def proxied(port: int) -> bytes:
+    with connect(port) as sock:
+        sock.sendall(b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 80\r\n" + IRC_REQ + b"NICK p\r\n")
+        return readExactly(sock, 70)
+
+
+@pytest_twisted.ensureDeferred
+async def test_behindTheProxyProtocolTheHandlerSeesTheRealClient() -> None:
+    seen: list[Any] = []
+    running = await listen(f"haproxy:tcp:0:interface={HOST}")
+    irc = running.irc
+    running.registry.unregister(b"IRC/6.9")
+
+    def accept(request: Any, product: bytes) -> Accept:
+        seen.append(request.peer)
+        return Accept(irc.buildProtocol(request.peer))
+
+    running.registry.register(b"IRC/6.9", ScriptedHandler(accept))
+    try:
+        head = await inThread(proxied, running.number)
+        assert head.startswith(b"HTTP/1.1 101 ")
+        for _ in range(100):
+            if irc.built and irc.last.data:
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        assert seen[0].host == "203.0.113.7"
+        assert irc.last.data == b"NICK p\r\n"
+    finally:
+        await running.port.stopListening()
+
+
+# -- real third-party clients ---------------------------------------------
+
+
+async def run(program: str, *args: str, stdin: bytes | None = None) -> tuple[bytes, bytes, int]:
+    path = requirePeer(program)
+    if stdin is None:
+        out, err, code = await getProcessOutputAndValue(path, args, env={}, reactor=reactor)
+        return out, err, code
+    # getProcessOutputAndValue has no stdin; go through a thread.
+    import subprocess
+
+    def call() -> tuple[bytes, bytes, int]:
+        done = subprocess.run([path, *args], input=stdin, capture_output=True, timeout=30)
+        return done.stdout, done.stderr, done.returncode
+
+    return await inThread(call)
+
+
+@pytest.mark.peers
+@pytest_twisted.ensureDeferred
+async def test_curlPlainGetIsServedAndAdvertised(tcp: Running) -> None:
+    out, err, code = await run("curl", "-si", f"http://{HOST}:{tcp.number}/")
+    assert code == 0, err
+    [response], _ = parseResponses(out.replace(b"\r\n\r\n", b"\r\n\r\n", 1))
+    assert response.code == 200
+    assert response.body == b"plain page\n"
+    assert response.header(b"upgrade") == [b"IRC/6.9, HTTP/2.0, closer"]
+    assert b"upgrade" in response.tokens(b"connection")
+
+
+@pytest.mark.peers
+@pytest_twisted.ensureDeferred
+async def test_curlH2cOfferIsDeclinedWithAnHTTP11Answer(tcp: Running) -> None:
+    """curl --http2 offers h2c; with no h2c registered it gets HTTP/1.1 200."""
+    out, err, code = await run("curl", "-si", "--http2", f"http://{HOST}:{tcp.number}/")
+    assert code == 0, err
+    assert out.startswith(b"HTTP/1.1 200 ")
+    assert out.endswith(b"plain page\n")
+
+
+@pytest.mark.peers
+@pytest_twisted.ensureDeferred
+async def test_curlPostWithExpectAndDeclinedUpgrade(tcp: Running) -> None:
+    out, err, code = await run(
+        "curl", "-si", "-H", "Connection: Upgrade", "-H", "Upgrade: nope/1",
+        "-H", "Expect: 100-continue", "--data-binary", "x" * 2000,
+        f"http://{HOST}:{tcp.number}/",
+    )  # fmt: skip
+    assert code == 0, err
+    assert out.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 ")
+
+
+@pytest.mark.peers
+@pytest_twisted.ensureDeferred
+async def test_curlOverTLSNegotiatesTwistedsOwnHTTP2ByALPN(tls: Running) -> None:
+    out, err, code = await run("curl", "-si", "-k", "--http2", f"https://{HOST}:{tls.number}/")
+    assert code == 0, err
+    assert out.startswith(b"HTTP/2 200")
+    assert out.endswith(b"plain page\n")
+
+
+@pytest.mark.peers
+@pytest_twisted.ensureDeferred
+async def test_curlOverTLSWithHTTP11(tls: Running) -> None:
+    out, err, code = await run("curl", "-si", "-k", "--http1.1", f"https://{HOST}:{tls.number}/")
+    assert code == 0, err
+    assert out.startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.peers
+@pytest_twisted.ensureDeferred
+async def test_socatUpgradesAndEchoes(tcp: Running) -> None:
+    payload = bytes(range(1, 256)) * 100
+    out, err, code = await run(
+        "socat", "-t", "2", "-", f"TCP:{HOST}:{tcp.number}", stdin=ECHO_REQ + payload
+    )
+    assert code == 0, err
+    assert out == SWITCH_ECHO + payload
+
+
+@pytest.mark.peers
+@pytest_twisted.ensureDeferred
+async def test_opensslClientUpgradesOverTLSAndIsClosedByTheServer(tls: Running) -> None:
+    out, err, _code = await run(
+        "openssl", "s_client", "-connect", f"{HOST}:{tls.number}", "-quiet", "-ign_eof",
+        stdin=IRC_REQ.replace(b"IRC/6.9", b"closer") + b"hello bye",
+    )  # fmt: skip
+    assert out.endswith(b"Upgrade: closer\r\n\r\nhello bye"), (out, err)
+
+
+def hello(port: int, secure: bool, proxy: bool) -> bytes:
+    with connect(port, secure) as sock:
+        prefix = b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 80\r\n" if proxy else b""
+        sock.sendall(prefix + IRC_REQ.replace(b"IRC/6.9", b"closer") + b"bye")
+        sock.settimeout(5)
+        return readUntilClosed(sock)
+
+
+@pytest.mark.parametrize("kind", ["tcp", "tls", "haproxy"])
+@pytest_twisted.ensureDeferred
+async def test_noHTTPLayerIsLeftInTheDataPath(kind: str, certificate: Path) -> None:
+    """After the switch the reactor's transport calls the new protocol directly."""
+    description = {
+        "tcp": f"tcp:0:interface={HOST}",
+        "tls": f"ssl:0:interface={HOST}:privateKey={certificate}",
+        "haproxy": f"haproxy:tcp:0:interface={HOST}",
+    }[kind]
+    running = await listen(description)
+    callers: list[object] = []
+    made: list[Closer] = []
+
+    class Spy(Closer):
+        def dataReceived(self, data: bytes) -> None:
+            # Whoever the reactor-facing object delivers to.
+            holder: Any = self.transport
+            target = getattr(holder, "wrappedProtocol", None) or getattr(holder, "protocol", None)
+            inner = getattr(target, "wrappedProtocol", None)
+            callers.append(inner if inner is not None else target)
+            super().dataReceived(data)
+
+    def accept(request: Any, product: bytes) -> Accept:
+        made.append(Spy())
+        return Accept(made[-1])
+
+    running.registry.unregister(b"closer")
+    running.registry.register(b"closer", ScriptedHandler(accept))
+    try:
+        data = await inThread(hello, running.number, kind == "tls", kind == "haproxy")
+        assert data.endswith(b"bye")
+        assert callers and all(caller is made[0] for caller in callers)
+    finally:
+        await running.port.stopListening()
