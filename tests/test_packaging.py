@@ -1,0 +1,129 @@
+"""
+Packaging: the wheel carries the twistd plugin in the shared twisted/plugins
+namespace and nothing that would break other packages, and both a regular and
+an editable install leave the plugin visible to twistd.
+"""
+
+from __future__ import annotations
+
+import os
+import site
+import subprocess
+import sys
+import sysconfig
+import venv
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import upgradable
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.slow
+
+
+def pip(python: Path | str, *args: str) -> None:
+    subprocess.run(
+        [str(python), "-m", "pip", "--disable-pip-version-check", "-q", *args],
+        check=True,
+        cwd=ROOT,
+        env={**os.environ, "PIP_NO_INPUT": "1"},
+    )
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    # A stray plugin cache must not end up in the wheel.
+    cache = ROOT / "twisted" / "plugins" / "dropin.cache"
+    existed = cache.exists()
+    if not existed:
+        cache.write_bytes(b"stale")
+    try:
+        pip(sys.executable, "wheel", "--no-deps", "--no-build-isolation", "-w", str(out), ".")
+    finally:
+        if not existed:
+            cache.unlink()
+    [built] = out.glob("upgradable-*.whl")
+    return built
+
+
+def test_wheelShipsThePluginAndNoNamespaceInit(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "twisted/plugins/upgradable_server.py" in names
+    assert "upgradable/__init__.py" in names
+    assert "upgradable/py.typed" in names
+    assert "twisted/__init__.py" not in names
+    assert "twisted/plugins/__init__.py" not in names
+    assert not [n for n in names if n.endswith("dropin.cache") or "__pycache__" in n]
+    assert not [n for n in names if n.startswith(("tests/", "docs/", "bench/"))]
+
+
+def nestedVenv(tmp_path: Path) -> Path:
+    """
+    A fresh venv that sees this environment's dependencies (Twisted...) by a
+    path entry, but not this environment's install of upgradable.
+    """
+    target = tmp_path / "venv"
+    venv.create(target, with_pip=True)
+    python = target / "bin" / "python"
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    outer = [sysconfig.get_paths()["purelib"], *site.getsitepackages()]
+    Path(purelib, "outer.pth").write_text("\n".join(dict.fromkeys(outer)) + "\n")
+    return python
+
+
+PROBE = """
+import sys
+from twisted.application.service import IServiceMaker
+from twisted.plugin import getPlugins
+import twisted.plugins
+makers = [p for p in getPlugins(IServiceMaker) if p.tapname == "upgradable"]
+assert len(makers) == 1, makers
+print(sys.modules["twisted.plugins.upgradable_server"].__file__)
+import upgradable
+print(upgradable.__file__)
+"""
+
+
+@pytest.mark.parametrize("editable", [False, True], ids=["regular", "editable"])
+def test_installLeavesThePluginVisibleToTwistd(editable: bool, wheel: Path, tmp_path: Path) -> None:
+    python = nestedVenv(tmp_path)
+    if editable:
+        pip(python, "install", "--no-deps", "--no-build-isolation", "-e", str(ROOT))
+    else:
+        pip(python, "install", "--no-deps", str(wheel))
+    probe = subprocess.run([str(python), "-c", PROBE], capture_output=True, text=True, cwd=tmp_path)
+    assert probe.returncode == 0, probe.stderr
+    pluginFile, packageFile = map(Path, probe.stdout.split())
+    home = ROOT if editable else tmp_path / "venv"
+    assert pluginFile.is_relative_to(home), pluginFile
+    assert packageFile.is_relative_to(home), packageFile
+    # And twistd itself lists the command.
+    helpText = subprocess.run(
+        [str(python), "-m", "twisted", "--help"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert "upgradable" in helpText.stdout, helpText.stdout + helpText.stderr
+    assert not (ROOT / "twisted" / "__init__.py").exists()
+    assert not (ROOT / "twisted" / "plugins" / "__init__.py").exists()
+
+
+def test_publicNamesAreThePrivateObjects() -> None:
+    from upgradable import _channel, _decisions, _registry, _resource, _site
+
+    assert upgradable.UpgradableHTTPChannel is _channel.UpgradableHTTPChannel
+    assert upgradable.UpgradableSite is _site.UpgradableSite
+    assert upgradable.UpgradeRegistry is _registry.UpgradeRegistry
+    assert upgradable.UpgradeRequired is _resource.UpgradeRequired
+    for name in ("Accept", "Decline", "Reject", "UpgradeRequest", "Decision"):
+        assert getattr(upgradable, name) is getattr(_decisions, name)
+    assert sorted(upgradable.__all__) == sorted(
+        name for name in dir(upgradable) if not name.startswith("_") and name[0].isupper()
+    )
