@@ -934,3 +934,47 @@ def test_siteBuildsTheChannelInsideTwistedsALPNWrapper() -> None:
     protocol = site.buildProtocol(None)
     assert isinstance(protocol._channel, UpgradableHTTPChannel)
     assert protocol.site is site
+
+
+class TestUpgradeRequired:
+    def makeServer(self) -> tuple[Server, RecordingFactory]:
+        from twisted.web.resource import Resource
+
+        from upgradable import UpgradeRequired
+
+        server, ircFactory = standardServer()
+        root = Resource()
+        root.putChild(b"irc-only", UpgradeRequired([b"IRC/6.9"]))
+        server.site.resource = root
+        return server, ircFactory
+
+    def test_plainRequestGets426ThenTheUpgradeWorks(self) -> None:
+        """UPG-50."""
+        server, ircFactory = self.makeServer()
+        server.send(b"GET /irc-only HTTP/1.1\r\nHost: x\r\n\r\n")
+        [response], _ = parseResponses(server.clear())
+        assert (response.code, response.reason) == (426, b"Upgrade Required")
+        assert response.header(b"upgrade") == [b"IRC/6.9"]
+        assert b"upgrade" in response.tokens(b"connection")
+        assert response.body == b"Upgrade Required\n"
+        assert not server.closed
+        server.send(IRC_REQ.replace(b"GET /", b"GET /irc-only") + b"NICK a\r\n")
+        assertSwitched(server, b"IRC/6.9")
+        assert ircFactory.last.data == b"NICK a\r\n"
+
+    def test_productsAreValidated(self) -> None:
+        from upgradable import UpgradeRequired
+
+        with pytest.raises(ValueError):
+            UpgradeRequired([])
+        with pytest.raises(ValueError):
+            UpgradeRequired([b"IRC/"])
+
+    def test_426IsNotDoubleAdvertised(self) -> None:
+        server, _ = self.makeServer()
+        server.channel = server.protocol._channel
+        server.protocol._channel.advertise = True
+        server.send(b"GET /irc-only HTTP/1.1\r\nHost: x\r\n\r\n")
+        [response], _ = parseResponses(server.output())
+        assert response.header(b"upgrade") == [b"IRC/6.9"]
+        assert response.header(b"connection") == [b"Upgrade"]

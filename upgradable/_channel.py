@@ -41,6 +41,7 @@ from twisted.web.http_headers import Headers
 
 from ._decisions import Accept, Decline, Reject, UpgradeRequest
 from ._registry import UpgradeRegistry
+from ._status import reasonPhrase
 from ._tokens import Product, connectionOptions, parseUpgrade
 from .interfaces import IUpgradeHandler
 
@@ -153,7 +154,7 @@ class UpgradableHTTPChannel(HTTPChannel):
         self.dataReceived = _discard  # type: ignore[method-assign]
         self._dataBuffer = []
         self.clearLineBuffer()
-        reason = RESPONSES.get(code, b"Bad Request")
+        reason = reasonPhrase(code)
         body = reason + b"\n"
         self.transport.write(
             b"HTTP/1.1 %d %s\r\nConnection: close\r\n"

@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from twisted.internet.interfaces import IAddress, IProtocol
-from twisted.web.http import RESPONSES
 from twisted.web.http_headers import Headers
+
+from ._status import reasonPhrase
 
 __all__ = ["Accept", "Decision", "Decline", "Reject", "UpgradeRequest"]
 
@@ -111,7 +112,7 @@ class Reject:
             raise ValueError(f"Reject needs a 4xx or 5xx status, not {self.code}")
         object.__setattr__(self, "headers", _checkHeaders(self.headers))
         if not self.reason:
-            object.__setattr__(self, "reason", RESPONSES.get(self.code, b"Error"))
+            object.__setattr__(self, "reason", reasonPhrase(self.code))
 
 
 Decision = Accept | Decline | Reject

@@ -5,6 +5,7 @@ from collections.abc import Iterable
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from ._status import reasonPhrase
 from ._tokens import parseProduct
 
 __all__ = ["UpgradeRequired"]
@@ -36,7 +37,7 @@ class UpgradeRequired(Resource):
         self.body = body
 
     def render(self, request: Request) -> bytes:
-        request.setResponseCode(426)
+        request.setResponseCode(426, reasonPhrase(426))
         request.setHeader(b"Upgrade", b", ".join(self.products))
         request.setHeader(b"Connection", b"Upgrade")
         request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")

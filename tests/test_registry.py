@@ -1,0 +1,100 @@
+"""The registry: programmer errors raise at once, lookups are exact."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.protocol import Factory, Protocol
+from zope.interface.verify import verifyObject
+
+from upgradable import UpgradeRegistry
+from upgradable._registry import FactoryHandler
+from upgradable._tokens import parseProduct
+from upgradable.interfaces import IUpgradeHandler
+
+from .helpers import ScriptedHandler
+
+
+def key(product: bytes) -> tuple[bytes, bytes | None]:
+    parsed = parseProduct(product)
+    assert parsed is not None
+    return parsed.key
+
+
+class CountingFactory(Factory):
+    protocol = Protocol
+
+    def __init__(self) -> None:
+        self.starts = self.stops = 0
+
+    def startFactory(self) -> None:
+        self.starts += 1
+
+    def stopFactory(self) -> None:
+        self.stops += 1
+
+
+def test_factoriesAreWrappedInAHandler() -> None:
+    registry = UpgradeRegistry()
+    factory = CountingFactory()
+    registry.register(b"IRC/6.9", factory)
+    handler = registry.lookup(key(b"irc/6.9"))
+    assert isinstance(handler, FactoryHandler)
+    assert verifyObject(IUpgradeHandler, handler)
+    assert handler.factory is factory
+
+
+def test_handlersAreUsedAsTheyAre() -> None:
+    registry = UpgradeRegistry()
+    handler = ScriptedHandler(None)
+    registry.register("websocket", handler)
+    assert registry.lookup(key(b"WEBSOCKET")) is handler
+    assert registry.lookup(key(b"websocket/13")) is None
+
+
+@pytest.mark.parametrize("product", [b"IRC/", b"a b", b"", b"/1", b"x/1/2", "é"])
+def test_invalidProductsRaise(product: bytes | str) -> None:
+    with pytest.raises((ValueError, UnicodeEncodeError)):
+        UpgradeRegistry().register(product, CountingFactory())
+
+
+def test_duplicateProductRaisesWhateverTheCase() -> None:
+    registry = UpgradeRegistry()
+    registry.register(b"IRC/6.9", CountingFactory())
+    with pytest.raises(ValueError, match="registered already"):
+        registry.register(b"irc/6.9", CountingFactory())
+
+
+def test_wrongKindOfHandlerRaises() -> None:
+    with pytest.raises(TypeError, match="neither"):
+        UpgradeRegistry().register(b"x", object())  # type: ignore[arg-type]
+
+
+def test_productsKeepRegistrationOrderAndSpelling() -> None:
+    registry = UpgradeRegistry()
+    registry.register(b"IRC/6.9", CountingFactory())
+    registry.register(b"HTTP/2.0", CountingFactory())
+    assert registry.products() == [b"IRC/6.9", b"HTTP/2.0"]
+    assert list(registry) == [b"IRC/6.9", b"HTTP/2.0"]
+    assert len(registry) == 2
+    assert b"irc/6.9" in registry and "HTTP/2.0" in registry
+    assert b"IRC" not in registry and 3 not in registry
+
+
+def test_unregister() -> None:
+    registry = UpgradeRegistry()
+    registry.register(b"IRC/6.9", CountingFactory())
+    registry.unregister(b"irc/6.9")
+    assert len(registry) == 0
+    with pytest.raises(KeyError):
+        registry.unregister(b"IRC/6.9")
+
+
+def test_factoriesAreStartedAndStoppedWithTheSite() -> None:
+    registry = UpgradeRegistry()
+    early, late = CountingFactory(), CountingFactory()
+    registry.register(b"a", early)
+    registry.startFactories()
+    registry.register(b"b", late)
+    assert (early.starts, late.starts) == (1, 1)
+    registry.stopFactories()
+    assert (early.stops, late.stops) == (1, 1)
