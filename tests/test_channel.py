@@ -978,3 +978,34 @@ class TestUpgradeRequired:
         [response], _ = parseResponses(server.output())
         assert response.header(b"upgrade") == [b"IRC/6.9"]
         assert response.header(b"connection") == [b"Upgrade"]
+
+
+class TestLogging:
+    def test_upgradeIsInTheAccessLogWithStatus101(self) -> None:
+        class Lines:
+            def __init__(self) -> None:
+                self.lines: list[str] = []
+
+            def write(self, data: str) -> None:
+                self.lines.append(data)
+
+            def close(self) -> None:
+                pass
+
+        server, _ = standardServer()
+        log = Lines()
+        server.site.logFile = log
+        server.send(b"GET /before HTTP/1.1\r\nHost: x\r\n\r\n")
+        server.send(IRC_REQ.replace(b"GET /", b"GET /chat"))
+        assert len(log.lines) == 2
+        assert '"GET /before HTTP/1.1" 200 ' in log.lines[0]
+        assert '"GET /chat HTTP/1.1" 101 ' in log.lines[1]
+
+    def test_upgradeEmitsAStructuredLoggerEvent(self, logged) -> None:
+        server, _ = standardServer()
+        server.send(IRC_REQ.replace(b"GET /", b"GET /chat"))
+        [event] = [e for e in logged.events if e.get("product") == "IRC/6.9"]
+        assert event["uri"] == "/chat"
+        assert event["method"] == "GET"
+        assert "peer" in event
+        assert event["log_level"].name == "info"
