@@ -33,6 +33,9 @@ class UpgradeRequest:
         protocol).
     :ivar host: the local address the connection arrived on.
     :ivar secure: whether the connection is TLS.
+    :ivar avatarId: who the client authenticated as, when the server checked
+        credentials before asking this handler (``twistd upgradable --auth``);
+        else None.
     """
 
     method: bytes
@@ -45,6 +48,7 @@ class UpgradeRequest:
     peer: IAddress
     host: IAddress
     secure: bool
+    avatarId: bytes | str | None = None
 
 
 def _checkHeaders(headers: Sequence[tuple[bytes, bytes]]) -> tuple[tuple[bytes, bytes], ...]:

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from zope.interface import Interface
+from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
     from ._decisions import UpgradeRequest
 
-__all__ = ["IUpgradeHandler"]
+__all__ = ["IUpgradeHandler", "IUpgradeProtocolPlugin"]
 
 
 class IUpgradeHandler(Interface):
@@ -38,4 +38,36 @@ class IUpgradeHandler(Interface):
             protocol ends up with the connection. If the client disconnects
             first the Deferred is cancelled. An exception (raised or as a
             failure) is logged and answered with ``500``.
+        """
+
+
+class IUpgradeProtocolPlugin(Interface):
+    """
+    A protocol that ``twistd upgradable`` can serve, found with
+    :func:`twisted.plugin.getPlugins` in the ``twisted.plugins`` package.
+
+    A package adds one by shipping ``twisted/plugins/<package>_upgrade.py``
+    that creates an :class:`upgradable.plugin.UpgradeProtocolPlugin`; see
+    "Writing an upgrade protocol plugin" in the documentation.
+    """
+
+    name = Attribute("The name ``--protocol`` selects it by, e.g. ``'irc'`` (str).")
+    tokens = Attribute("The products it serves, e.g. ``(b'IRC/6.9',)`` (sequence of bytes).")
+    description = Attribute("A one-line description (str).")
+    enabledByDefault = Attribute("Served when no ``--protocol`` is given (bool).")
+    usage = Attribute(
+        "How a visitor tries it: text for the server's built-in page, where "
+        "``{url}``, ``{host}`` and ``{port}`` stand for the server's address (str)."
+    )
+    provider = Attribute("The distribution that provides it (str), for ``--list-protocols``.")
+
+    def makeHandler(options: Any) -> Any:
+        """
+        Build what serves this protocol's tokens, once per server.
+
+        :param options: the server's parsed options
+            (:class:`upgradable.tap.Options`, a dict: ``credCheckers`` holds
+            the ``--auth`` checkers).
+        :return: an :class:`IUpgradeHandler` or an
+            :class:`~twisted.internet.interfaces.IProtocolFactory`.
         """

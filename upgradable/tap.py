@@ -1,65 +1,191 @@
 """
-``twistd upgradable``: an HTTP server that upgrades connections.
+``twistd upgradable``: an HTTP server that upgrades connections to the
+protocols of the installed protocol plugins.
 """
 
 from __future__ import annotations
 
-from twisted.application import strports
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
+from twisted.cred.credentials import IUsernamePassword
+from twisted.cred.strcred import AuthOptionMixin
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory
+from twisted.logger import Logger
+from twisted.plugin import getPlugins
 from twisted.python import usage
+from twisted.python.filepath import FilePath
 
-from ._registry import UpgradeRegistry
+from ._auth import BasicAuthHandler
+from ._registry import FactoryHandler, UpgradeRegistry
 from ._site import UpgradableSite
+from .interfaces import IUpgradeHandler, IUpgradeProtocolPlugin
 
-__all__ = ["Options", "makeService"]
+__all__ = ["Options", "installedPlugins", "makeService"]
+
+_log = Logger()
 
 
-class Options(usage.Options):
+def installedPlugins() -> list[IUpgradeProtocolPlugin]:
+    """Every protocol plugin in ``twisted.plugins``, sorted by name."""
+    import twisted.plugins
+
+    return sorted(getPlugins(IUpgradeProtocolPlugin, twisted.plugins), key=lambda p: p.name)
+
+
+class Options(usage.Options, AuthOptionMixin):
     """Command-line options of ``twistd upgradable``."""
 
     synopsis = "[options]"
     longdesc = (
-        "Serve HTTP on one or more endpoints and switch connections to the "
-        "enabled protocols when clients ask with Upgrade (RFC 9110 §7.8)."
+        "Serve HTTP and switch connections to the enabled protocols when clients "
+        "ask with Upgrade (RFC 9110 §7.8). Protocols come from plugins: "
+        "--list-protocols shows the installed ones."
     )
+    supportedInterfaces = [IUsernamePassword]
     optFlags = [
-        ["advertise", None, "List the upgrade protocols in Upgrade on ordinary responses."],
-        ["no-advertise", None, "Do not advertise (the default)."],
+        [
+            "advertise",
+            None,
+            "List the enabled protocols in an Upgrade field on ordinary responses (the default).",
+        ],
+        ["no-advertise", None, "Do not advertise the protocols on ordinary responses."],
     ]
+    optParameters = [
+        ["path", None, None, "Serve this directory to plain HTTP requests "
+         "(default: a page that describes the enabled protocols).", str],
+        ["realm", None, "upgradable", "The realm named in HTTP Basic challenges."],
+    ]  # fmt: skip
+    compData = usage.Completions(
+        optActions={"path": usage.CompleteDirs(), "listen": usage.Completer()}
+    )
 
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["protocols"] = []
 
     def opt_listen(self, endpoint: str) -> None:
-        """
-        A server endpoint to listen on, e.g. tcp:8080,
-        tcp:8080:interface=127.0.0.1 or ssl:8443:privateKey=key.pem
-        (repeatable; default tcp:8080).
-        """
+        """Listen on this server endpoint: tcp:8080, tcp:8080:interface=127.0.0.1, ssl:8443:privateKey=key.pem, haproxy:tcp:8080 ... (repeatable; default tcp:8080)."""  # noqa: E501
         self["listen"].append(endpoint)
+
+    def opt_protocol(self, name: str) -> None:
+        """Enable the protocol plugin of this name (repeatable; default: every installed plugin that is enabled by default)."""  # noqa: E501
+        self["protocols"].append(name)
+
+    def opt_list_protocols(self) -> None:
+        """List the installed protocol plugins and exit."""
+        plugins = installedPlugins()
+        rows = [
+            (
+                plugin.name,
+                ", ".join(t.decode("ascii") for t in plugin.tokens),
+                plugin.description + (" (default)" if plugin.enabledByDefault else ""),
+                plugin.provider,
+            )
+            for plugin in plugins
+        ]
+        nameWidth = max((len(row[0]) for row in rows), default=0)
+        tokenWidth = max((len(row[1]) for row in rows), default=0)
+        for name, tokens, description, provider in rows:
+            sys.stdout.write(
+                f"{name:<{nameWidth}}  {tokens:<{tokenWidth}}  {description}  [{provider}]\n"
+            )
+        sys.stdout.flush()
+        sys.exit(0)
 
     def postOptions(self) -> None:
         if self["advertise"] and self["no-advertise"]:
             raise usage.UsageError("--advertise and --no-advertise contradict each other")
+        self["advertise"] = not self["no-advertise"]
         if not self["listen"]:
             self["listen"] = ["tcp:8080"]
+        if self["path"] is not None and not FilePath(self["path"]).isdir():
+            raise usage.UsageError(f"--path {self['path']}: not a directory")
+        plugins = {plugin.name: plugin for plugin in installedPlugins()}
+        if self["protocols"]:
+            unknown = [name for name in self["protocols"] if name not in plugins]
+            if unknown:
+                raise usage.UsageError(
+                    f"unknown protocol {', '.join(unknown)}; installed: "
+                    + (", ".join(sorted(plugins)) or "none")
+                )
+            chosen = [plugins[name] for name in dict.fromkeys(self["protocols"])]
+        else:
+            chosen = [plugin for plugin in plugins.values() if plugin.enabledByDefault]
+        self["plugins"] = chosen
 
 
-def makeService(config: Options) -> MultiService:
-    """Build the listening services for ``config``."""
-    from twisted.web.static import Data
+class _LoggingEndpointService(StreamServerEndpointService):
+    """Logs the address it really listens on (a tcp:0 port included)."""
 
-    from .protocols.echo import EchoFactory
+    endpointDescription = ""
 
-    registry = UpgradeRegistry()
-    registry.register(b"HTTP/2.0", EchoFactory())
-    site = UpgradableSite(
-        Data(b"upgradable: try Upgrade: HTTP/2.0\n", "text/plain"),
-        registry,
-        advertise=bool(config["advertise"]),
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        assert self._waitingForPort is not None
+        self._waitingForPort.addCallback(self._listening)
+
+    def _listening(self, port: IListeningPort) -> IListeningPort:
+        _log.info(
+            "upgradable listening on {address} ({description})",
+            address=str(port.getHost()),
+            description=self.endpointDescription,
+        )
+        return port
+
+
+def _asHandler(made: Any, plugin: IUpgradeProtocolPlugin) -> IUpgradeHandler:
+    if IUpgradeHandler.providedBy(made):
+        return made
+    if IProtocolFactory.providedBy(made):
+        return FactoryHandler(made)
+    raise TypeError(
+        f"protocol plugin {plugin.name!r} built {made!r}, "
+        "which is neither an IUpgradeHandler nor an IProtocolFactory"
     )
+
+
+def buildRegistry(options: Options) -> UpgradeRegistry:
+    """The registry of the enabled plugins, behind ``--auth`` if given."""
+    registry = UpgradeRegistry()
+    checkers: Sequence[Any] = options.get("credCheckers", [])
+    for plugin in options["plugins"]:
+        handler = _asHandler(plugin.makeHandler(options), plugin)
+        if checkers:
+            handler = BasicAuthHandler(handler, checkers, options["realm"])
+        for token in plugin.tokens:
+            registry.register(token, handler)
+        _log.info(
+            "Protocol {name} enabled: Upgrade: {tokens}{auth}",
+            name=plugin.name,
+            tokens=", ".join(t.decode("ascii") for t in plugin.tokens),
+            auth=" (HTTP Basic credentials required)" if checkers else "",
+        )
+    return registry
+
+
+def makeService(options: Options) -> MultiService:
+    """Build the listening services for ``options``."""
+    from twisted.internet import reactor
+    from twisted.web.static import File
+
+    from ._page import WelcomePage
+
+    registry = buildRegistry(options)
+    if options["path"] is not None:
+        resource: Any = File(options["path"])
+    else:
+        resource = WelcomePage(options["plugins"], bool(options.get("credCheckers")))
+    site = UpgradableSite(resource, registry, advertise=options["advertise"])
     service = MultiService()
-    for endpoint in config["listen"]:
-        strports.service(endpoint, site).setServiceParent(service)
+    for description in options["listen"]:
+        endpoint = serverFromString(reactor, description)
+        child = _LoggingEndpointService(endpoint, site)
+        child.endpointDescription = description
+        child.setServiceParent(service)
     return service

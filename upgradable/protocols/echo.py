@@ -55,3 +55,8 @@ class EchoFactory(Factory):
     """Builds :class:`EchoProtocol`."""
 
     protocol = EchoProtocol
+
+
+def makeHandler(options: object) -> EchoFactory:
+    """The ``http2-echo`` plugin's handler: an echo factory."""
+    return EchoFactory()

@@ -1,0 +1,132 @@
+"""twistd upgradable's options and service, without running twistd."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IServiceMaker, MultiService
+from twisted.plugin import IPlugin, getPlugins
+from twisted.python import usage
+from zope.interface.verify import verifyObject
+
+from upgradable import UpgradableSite
+from upgradable._auth import BasicAuthHandler
+from upgradable._page import WelcomePage
+from upgradable.interfaces import IUpgradeProtocolPlugin
+from upgradable.plugin import UpgradeProtocolPlugin
+from upgradable.tap import Options, installedPlugins, makeService
+
+
+def parse(*args: str) -> Options:
+    options = Options()
+    options.parseOptions(list(args))
+    return options
+
+
+def test_serviceMakerIsFoundAsAPlugin() -> None:
+    [maker] = [m for m in getPlugins(IServiceMaker) if m.tapname == "upgradable"]
+    assert verifyObject(IServiceMaker, maker)
+    assert maker.options is Options
+
+
+def test_samplePluginsAreFoundAndProvideTheInterface() -> None:
+    plugins = {p.name: p for p in installedPlugins()}
+    assert {"irc", "http2-echo"} <= set(plugins)
+    for plugin in plugins.values():
+        assert verifyObject(IUpgradeProtocolPlugin, plugin)
+        assert IPlugin.providedBy(plugin)
+    assert plugins["irc"].tokens == (b"IRC/6.9",)
+    assert plugins["http2-echo"].tokens == (b"HTTP/2.0",)
+    assert plugins["irc"].provider == "upgradable"
+
+
+def test_defaults() -> None:
+    options = parse()
+    assert options["listen"] == ["tcp:8080"]
+    assert options["advertise"] is True
+    assert {p.name for p in options["plugins"]} >= {"irc", "http2-echo"}
+    assert all(p.enabledByDefault for p in options["plugins"])
+
+
+def test_repeatedListenAndProtocol() -> None:
+    options = parse(
+        "--listen", "tcp:0:interface=127.0.0.1", "--listen", "tcp:0:interface=::1",
+        "--protocol", "irc", "--protocol", "irc", "--no-advertise",
+    )  # fmt: skip
+    assert options["listen"] == ["tcp:0:interface=127.0.0.1", "tcp:0:interface=::1"]
+    assert [p.name for p in options["plugins"]] == ["irc"]
+    assert options["advertise"] is False
+
+
+def test_unknownProtocolListsTheAvailableOnes() -> None:
+    with pytest.raises(usage.UsageError, match=r"unknown protocol nope; installed: .*irc"):
+        parse("--protocol", "nope")
+
+
+def test_contradictoryAdvertiseFlags() -> None:
+    with pytest.raises(usage.UsageError):
+        parse("--advertise", "--no-advertise")
+
+
+def test_pathMustBeADirectory(tmp_path) -> None:
+    with pytest.raises(usage.UsageError, match="not a directory"):
+        parse("--path", str(tmp_path / "missing"))
+    assert parse("--path", str(tmp_path))["path"] == str(tmp_path)
+
+
+def test_listProtocolsPrintsEachPluginAndExits0(capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse("--list-protocols")
+    assert exited.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    [irc] = [line for line in lines if line.startswith("irc ")]
+    assert "IRC/6.9" in irc and "twisted.words" in irc and "[upgradable]" in irc
+
+
+def test_makeServiceListensOnEveryEndpointWithOneSite() -> None:
+    options = parse("--listen", "tcp:0", "--listen", "tcp:0:interface=127.0.0.1")
+    service = makeService(options)
+    assert isinstance(service, MultiService)
+    children = list(service)
+    assert len(children) == 2
+    assert all(isinstance(c, StreamServerEndpointService) for c in children)
+    site = children[0].factory
+    assert site is children[1].factory
+    assert isinstance(site, UpgradableSite)
+    assert isinstance(site.resource, WelcomePage)
+    assert site.advertise is True
+    assert set(site.registry.products()) >= {b"IRC/6.9", b"HTTP/2.0"}
+
+
+def test_makeServiceServesThePathWhenGiven(tmp_path) -> None:
+    from twisted.web.static import File
+
+    site = next(iter(makeService(parse("--path", str(tmp_path))))).factory
+    assert isinstance(site.resource, File)
+
+
+def test_authWrapsEveryHandler() -> None:
+    options = parse("--auth", "memory:alice:secret", "--protocol", "http2-echo")
+    site = next(iter(makeService(options))).factory
+    handler = site.registry.lookup((b"http", b"2.0"))
+    assert isinstance(handler, BasicAuthHandler)
+
+
+def test_pluginDeclarationsAreValidated() -> None:
+    with pytest.raises(ValueError):
+        UpgradeProtocolPlugin("x y", [b"X/1"], "d", "m:f")
+    with pytest.raises(ValueError):
+        UpgradeProtocolPlugin("x", [], "d", "m:f")
+    with pytest.raises(ValueError):
+        UpgradeProtocolPlugin("x", [b"X/"], "d", "m:f")
+    with pytest.raises(ValueError):
+        UpgradeProtocolPlugin("x", [b"X/1"], "d", "no-colon")
+
+
+def test_aPluginThatBuildsTheWrongThingFailsAtStartUp() -> None:
+    from upgradable.tap import buildRegistry
+
+    options = parse("--protocol", "irc")
+    options["plugins"] = [UpgradeProtocolPlugin("bad", [b"BAD/1"], "d", "builtins:str")]
+    with pytest.raises(TypeError, match="neither an IUpgradeHandler nor an IProtocolFactory"):
+        buildRegistry(options)

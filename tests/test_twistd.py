@@ -1,0 +1,253 @@
+"""
+A real ``twistd -n upgradable`` process, driven by real clients: the ``irc``
+library from PyPI, curl, and plain sockets.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from .conftest import requirePeer
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+# twistd as this interpreter runs it, wherever its script was installed.
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+@dataclass
+class Twistd:
+    process: subprocess.Popen[str]
+    port: int
+    output: list[str]
+
+    def log(self) -> str:
+        return "".join(self.output)
+
+
+@contextmanager
+def twistd(*args: str, env: dict[str, str] | None = None) -> Iterator[Twistd]:
+    process = subprocess.Popen(
+        [*TWISTD, "--pidfile=", "-n", "upgradable", "--listen", f"tcp:0:interface={HOST}", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    output: list[str] = []
+    found = threading.Event()
+    port: list[int] = []
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            output.append(line)
+            match = re.search(r"upgradable listening on .*port=(\d+)", line)
+            if match and not port:
+                port.append(int(match.group(1)))
+                found.set()
+        found.set()
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        assert found.wait(30) and port, "twistd did not start:\n" + "".join(output)
+        yield Twistd(process, port[0], output)
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(10)
+        reader.join(5)
+        assert process.stdout is not None
+        process.stdout.close()
+
+
+def upgradedSocket(
+    port: int, token: bytes, extra: bytes = b"", path: bytes = b"/"
+) -> socket.socket:
+    sock = socket.create_connection((HOST, port), timeout=10)
+    sock.sendall(
+        b"GET " + path + b" HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\n"
+        b"Connection: Upgrade\r\nUpgrade: " + token + b"\r\n" + extra + b"\r\n"
+    )
+    # Read the response head one byte at a time: nothing after it is taken.
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        byte = sock.recv(1)
+        assert byte, head
+        head += byte
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    return sock
+
+
+def test_startUpLogsNameAddressesAndProtocols() -> None:
+    with twistd("--listen", f"tcp:0:interface={HOST}") as server:
+        time.sleep(0.5)
+        log = server.log()
+        assert len(re.findall(r"upgradable listening on IPv4Address", log)) == 2
+        assert "Protocol irc enabled: Upgrade: IRC/6.9" in log
+        assert "Protocol http2-echo enabled: Upgrade: HTTP/2.0" in log
+
+
+def test_twoIRCClientsFromPyPIChatThroughTheUpgrade() -> None:
+    import irc.client
+
+    with twistd() as server:
+
+        def connectFactory(address: tuple[str, int]) -> socket.socket:
+            return upgradedSocket(address[1], b"IRC/6.9")
+
+        reactor = irc.client.Reactor()
+        alice = reactor.server().connect(HOST, server.port, "alice", connect_factory=connectFactory)
+        bob = reactor.server().connect(HOST, server.port, "bob", connect_factory=connectFactory)
+        joined: set[str] = set()
+        heard: list[tuple[str, str, str]] = []
+
+        def onWelcome(connection: irc.client.ServerConnection, event: irc.client.Event) -> None:
+            connection.join("#test")
+
+        def onJoin(connection: irc.client.ServerConnection, event: irc.client.Event) -> None:
+            # Each client sees its own JOIN once the server has added it.
+            if event.source.nick == connection.get_nickname():
+                joined.add(event.source.nick)
+            if joined == {"alice", "bob"}:
+                joined.add("done")
+                alice.privmsg("#test", "hello channel")
+                alice.privmsg("bob", "hello bob")
+
+        def onMessage(connection: irc.client.ServerConnection, event: irc.client.Event) -> None:
+            heard.append((connection.get_nickname(), event.target, event.arguments[0]))
+            if event.target == "bob":
+                bob.privmsg("alice", "hello alice")
+
+        reactor.add_global_handler("welcome", onWelcome)
+        reactor.add_global_handler("join", onJoin)
+        reactor.add_global_handler("pubmsg", onMessage)
+        reactor.add_global_handler("privmsg", onMessage)
+        deadline = time.monotonic() + 15
+        while len(heard) < 3 and time.monotonic() < deadline:
+            reactor.process_once(0.1)
+        alice.disconnect()
+        bob.disconnect()
+        assert sorted(heard) == [
+            ("alice", "alice", "hello alice"),
+            ("bob", "#test", "hello channel"),
+            ("bob", "bob", "hello bob"),
+        ]
+
+
+def test_echoReturnsTenMegabytesByteExact() -> None:
+    payload = os.urandom(10 * 1024 * 1024)
+    with twistd("--protocol", "http2-echo") as server:
+        sock = upgradedSocket(server.port, b"HTTP/2.0")
+        sender = threading.Thread(target=sock.sendall, args=(payload,))
+        sender.start()
+        received = bytearray()
+        while len(received) < len(payload):
+            chunk = sock.recv(1 << 20)
+            assert chunk
+            received += chunk
+        sender.join()
+        sock.close()
+        assert received == payload
+
+
+@pytest.mark.peers
+def test_plainGetGetsTheBuiltInPage() -> None:
+    curl = requirePeer("curl")
+    with twistd() as server:
+        out = subprocess.run(
+            [curl, "-si", f"http://{HOST}:{server.port}/"], capture_output=True, check=True
+        ).stdout
+    assert out.startswith(b"HTTP/1.1 200 OK")
+    assert b"Upgrade: HTTP/2.0, IRC/6.9" in out
+    assert b"<code>Upgrade: IRC/6.9</code>" in out
+    assert f"TCP:{HOST}:{server.port}".encode() in out
+
+
+@pytest.mark.peers
+def test_pathServesTheDirectory(tmp_path: Path) -> None:
+    curl = requirePeer("curl")
+    (tmp_path / "hello.txt").write_text("static hello\n")
+    with twistd("--path", str(tmp_path)) as server:
+        out = subprocess.run(
+            [curl, "-s", f"http://{HOST}:{server.port}/hello.txt"], capture_output=True, check=True
+        ).stdout
+    assert out == b"static hello\n"
+
+
+@pytest.mark.peers
+def test_authRefusesAWrongPasswordWith401AndAcceptsTheRightOne() -> None:
+    curl = requirePeer("curl")
+    with twistd("--auth", "memory:alice:secret") as server:
+        refused = subprocess.run(
+            [curl, "-si", "-u", "alice:wrong", "-H", "Connection: Upgrade",
+             "-H", "Upgrade: HTTP/2.0", f"http://{HOST}:{server.port}/"],
+            capture_output=True, check=True,
+        ).stdout  # fmt: skip
+        assert refused.startswith(b"HTTP/1.1 401 Unauthorized")
+        assert b'WWW-Authenticate: Basic realm="upgradable"' in refused
+        from base64 import b64encode
+
+        good = b"Authorization: Basic " + b64encode(b"alice:secret") + b"\r\n"
+        sock = upgradedSocket(server.port, b"HTTP/2.0", good)
+        sock.sendall(b"ping")
+        assert sock.recv(4) == b"ping"
+        sock.close()
+
+
+def test_sigtermClosesUpgradedConnectionsAndExitsCleanly() -> None:
+    with twistd() as server:
+        sock = upgradedSocket(server.port, b"IRC/6.9")
+        sock.sendall(b"NICK alice\r\nUSER a 0 * :A\r\n")
+        sock.settimeout(10)
+        assert b" 001 alice " in sock.recv(4096)
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        code = server.process.wait(10)
+        elapsed = time.monotonic() - started
+        rest = b""
+        while chunk := sock.recv(4096):
+            rest += chunk
+        sock.close()
+    # twistd's usual status after SIGTERM: it shuts down, then ends itself
+    # with the same signal so that its parent sees why it stopped.
+    assert code == -signal.SIGTERM
+    assert elapsed < 5
+    assert rest == b""
+    assert "Server Shut Down." in server.log()
+    assert "Traceback" not in server.log()
+
+
+def test_aThirdPartyPluginIsFoundAndServed() -> None:
+    """docs/examples/plugin is a throwaway package with its own plugin file."""
+    env = {"PYTHONPATH": str(ROOT / "docs" / "examples" / "plugin")}
+    listed = subprocess.run(
+        [*TWISTD, "upgradable", "--list-protocols"],
+        capture_output=True, text=True, env={**os.environ, **env}, check=True,
+    ).stdout  # fmt: skip
+    [line] = [line for line in listed.splitlines() if line.startswith("rot13 ")]
+    assert "ROT13/1" in line and "[rot13proto]" in line
+    assert "(default)" not in line
+    with twistd("--protocol", "rot13", env=env) as server:
+        sock = upgradedSocket(server.port, b"ROT13/1", path=b"/demo")
+        sock.sendall(b"Hello\r\n")
+        sock.settimeout(10)
+        received = b""
+        while received.count(b"\r\n") < 2:
+            received += sock.recv(100)
+        sock.close()
+    assert received == b"ROT13 ready for /demo\r\nUryyb\r\n"

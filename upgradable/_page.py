@@ -1,0 +1,61 @@
+# The page `twistd upgradable` serves when no --path is given: what this
+# server upgrades to and how to try each protocol.
+from __future__ import annotations
+
+from collections.abc import Sequence
+from html import escape
+
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from .interfaces import IUpgradeProtocolPlugin
+
+__all__ = ["WelcomePage"]
+
+
+class WelcomePage(Resource):
+    """Describes the enabled protocols, with examples filled in for this host."""
+
+    isLeaf = True
+
+    def __init__(self, plugins: Sequence[IUpgradeProtocolPlugin], auth: bool) -> None:
+        super().__init__()
+        self.plugins = list(plugins)
+        self.auth = auth
+
+    def render_GET(self, request: Request) -> bytes:
+        host = request.getRequestHostname().decode("ascii", "replace")
+        port = request.getHost().port
+        scheme = "https" if request.isSecure() else "http"
+        hostPort = f"[{host}]" if ":" in host else host
+        url = f"{scheme}://{hostPort}:{port}/"
+        items = []
+        for plugin in self.plugins:
+            tokens = ", ".join(t.decode("ascii") for t in plugin.tokens)
+            usage = plugin.usage.format(url=url, host=hostPort, port=port) if plugin.usage else ""
+            items.append(
+                f"<h2>{escape(plugin.name)}: <code>Upgrade: {escape(tokens)}</code></h2>\n"
+                f"<p>{escape(plugin.description)}</p>\n"
+                + (f"<pre>{escape(usage)}</pre>\n" if usage else "")
+            )
+        authNote = (
+            "<p>Upgrades need HTTP Basic credentials (<code>curl -u user:password</code>).</p>\n"
+            if self.auth
+            else ""
+        )
+        body = (
+            "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+            "<title>upgradable</title></head><body>\n"
+            "<h1>This server switches protocols</h1>\n"
+            "<p>Send an HTTP/1.1 request with <code>Connection: Upgrade</code> and "
+            "<code>Upgrade: &lt;token&gt;</code>; after <code>101 Switching Protocols</code> "
+            "the same connection speaks the protocol you asked for.</p>\n"
+            + authNote
+            + ("".join(items) or "<p>No protocol is enabled.</p>\n")
+            + "</body></html>\n"
+        ).encode("utf-8")
+        request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+        return body
+
+    def render_HEAD(self, request: Request) -> bytes:
+        return self.render_GET(request)
