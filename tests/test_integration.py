@@ -404,3 +404,57 @@ async def test_noHTTPLayerIsLeftInTheDataPath(kind: str, certificate: Path) -> N
         assert callers and all(caller is made[0] for caller in callers)
     finally:
         await running.port.stopListening()
+
+
+def floodWithoutReading(port: int, limit: int) -> tuple[socket.socket, bytes]:
+    """Send until the connection pushes back (or ``limit``), reading nothing."""
+    sock = connect(port)
+    sock.sendall(ECHO_REQ)
+    sock.setblocking(False)
+    sent = bytearray()
+    block = bytes(range(256)) * 256
+    stalled = 0
+    while len(sent) < limit and stalled < 50:
+        try:
+            count = sock.send(block)
+        except BlockingIOError:
+            stalled += 1
+            __import__("time").sleep(0.01)
+            continue
+        stalled = 0
+        sent += block[:count]
+    sock.setblocking(True)
+    return sock, bytes(sent)
+
+
+def drain(sock: socket.socket, count: int) -> bytes:
+    data = readExactly(sock, count)
+    sock.close()
+    return data
+
+
+@pytest_twisted.ensureDeferred
+async def test_echoDoesNotBufferForAClientThatDoesNotRead() -> None:
+    echoes: list[Any] = []
+    running = await listen(f"tcp:0:interface={HOST}")
+    factory = EchoFactory()
+
+    def accept(request: Any, product: bytes) -> Accept:
+        echoes.append(factory.buildProtocol(request.peer))
+        return Accept(echoes[-1])
+
+    running.registry.unregister(b"HTTP/2.0")
+    running.registry.register(b"HTTP/2.0", ScriptedHandler(accept))
+    try:
+        sock, sent = await inThread(floodWithoutReading, running.number, 256 * 1024 * 1024)
+        await deferLater(reactor, 0.2, lambda: None)
+        transport = echoes[0].transport
+        buffered = transport._tempDataLen + len(transport.dataBuffer) - transport.offset
+        # The client stopped being able to send long before 256 MiB: the
+        # echo stopped reading, so the kernel buffers filled up.
+        assert len(sent) < 64 * 1024 * 1024
+        assert buffered < 1024 * 1024, buffered
+        data = await inThread(drain, sock, len(SWITCH_ECHO) + len(sent))
+        assert data == SWITCH_ECHO + sent
+    finally:
+        await running.port.stopListening()
