@@ -173,7 +173,7 @@ def test_plainGetGetsTheBuiltInPage() -> None:
             [curl, "-si", f"http://{HOST}:{server.port}/"], capture_output=True, check=True
         ).stdout
     assert out.startswith(b"HTTP/1.1 200 OK")
-    assert b"Upgrade: HTTP/2.0, IRC/6.9" in out
+    assert b"Upgrade: h2c, HTTP/2.0, IRC/6.9" in out
     assert b"<code>Upgrade: IRC/6.9</code>" in out
     assert f"TCP:{HOST}:{server.port}".encode() in out
 

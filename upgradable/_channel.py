@@ -197,6 +197,7 @@ class UpgradableHTTPChannel(HTTPChannel):
             peer=self.transport.getPeer(),
             host=self.transport.getHost(),
             secure=self.isSecure(),
+            site=getattr(self, "site", None),
         )
         self._tryOffers(request, upgradeRequest, offers, 0)
 

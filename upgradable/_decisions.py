@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from twisted.internet.interfaces import IAddress, IProtocol
 from twisted.web.http_headers import Headers
@@ -33,6 +34,9 @@ class UpgradeRequest:
         protocol).
     :ivar host: the local address the connection arrived on.
     :ivar secure: whether the connection is TLS.
+    :ivar site: the :class:`~twisted.web.server.Site` the connection belongs
+        to (None for a channel built outside one), for protocols that go on
+        serving its resources, like h2c.
     :ivar avatarId: who the client authenticated as, when the server checked
         credentials before asking this handler (``twistd upgradable --auth``);
         else None.
@@ -48,6 +52,7 @@ class UpgradeRequest:
     peer: IAddress
     host: IAddress
     secure: bool
+    site: Any = None
     avatarId: bytes | str | None = None
 
 

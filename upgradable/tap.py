@@ -68,6 +68,7 @@ class Options(usage.Options, AuthOptionMixin):
         super().__init__()
         self["listen"] = []
         self["protocols"] = []
+        self["without"] = []
 
     def opt_listen(self, endpoint: str) -> None:
         """Listen on this server endpoint: tcp:8080, tcp:8080:interface=127.0.0.1, ssl:8443:privateKey=key.pem, haproxy:tcp:8080 ... (repeatable; default tcp:8080)."""  # noqa: E501
@@ -76,6 +77,10 @@ class Options(usage.Options, AuthOptionMixin):
     def opt_protocol(self, name: str) -> None:
         """Enable the protocol plugin of this name (repeatable; default: every installed plugin that is enabled by default)."""  # noqa: E501
         self["protocols"].append(name)
+
+    def opt_without(self, name: str) -> None:
+        """Do not enable the protocol plugin of this name, e.g. --without h2c (repeatable)."""
+        self["without"].append(name)
 
     def opt_list_protocols(self) -> None:
         """List the installed protocol plugins and exit."""
@@ -107,6 +112,12 @@ class Options(usage.Options, AuthOptionMixin):
         if self["path"] is not None and not FilePath(self["path"]).isdir():
             raise usage.UsageError(f"--path {self['path']}: not a directory")
         plugins = {plugin.name: plugin for plugin in installedPlugins()}
+        unknown = [name for name in self["without"] if name not in plugins]
+        if unknown:
+            raise usage.UsageError(
+                f"unknown protocol {', '.join(unknown)}; installed: "
+                + (", ".join(sorted(plugins)) or "none")
+            )
         if self["protocols"]:
             unknown = [name for name in self["protocols"] if name not in plugins]
             if unknown:
@@ -117,7 +128,7 @@ class Options(usage.Options, AuthOptionMixin):
             chosen = [plugins[name] for name in dict.fromkeys(self["protocols"])]
         else:
             chosen = [plugin for plugin in plugins.values() if plugin.enabledByDefault]
-        self["plugins"] = chosen
+        self["plugins"] = [plugin for plugin in chosen if plugin.name not in self["without"]]
 
 
 class _LoggingEndpointService(StreamServerEndpointService):

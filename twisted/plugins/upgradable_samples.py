@@ -2,6 +2,15 @@
 # each protocol's code is imported when a server enables it.
 from upgradable.plugin import UpgradeProtocolPlugin
 
+h2c = UpgradeProtocolPlugin(
+    name="h2c",
+    tokens=[b"h2c"],
+    description="HTTP/2 over cleartext (RFC 7540 §3.2), serving the same site",
+    handler="upgradable.protocols.h2c:makeHandler",
+    enabledByDefault=True,
+    usage="curl -v --http2 {url}\nnghttp -u -v -n {url}",
+)
+
 irc = UpgradeProtocolPlugin(
     name="irc",
     tokens=[b"IRC/6.9"],

@@ -1,0 +1,354 @@
+"""
+h2c (RFC 7540 §3.2) over in-memory connections, with the ``h2`` library as a
+scripted client: CONFORMANCE.md section N and UPG-70.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.settings
+import pytest
+from twisted.web.resource import ForbiddenResource, Resource
+
+from upgradable import UpgradeRegistry
+from upgradable.protocols.h2c import H2CHandler, decodeSettings
+
+from .helpers import EchoRequestResource, Server, parseResponses
+
+CURL_SETTINGS = b"AAMAAABkAAQAAQAAAAIAAAAA"
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+SETTINGS_EMPTY = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def h2cRequest(
+    settings: list[bytes] | None = None,
+    method: bytes = b"GET",
+    path: bytes = b"/",
+    connection: bytes = b"Upgrade, HTTP2-Settings",
+    extra: bytes = b"",
+) -> bytes:
+    lines = [
+        method + b" " + path + b" HTTP/1.1",
+        b"Host: x",
+        b"Connection: " + connection,
+        b"Upgrade: h2c",
+    ]
+    lines += [
+        b"HTTP2-Settings: " + s for s in (settings if settings is not None else [CURL_SETTINGS])
+    ]
+    return b"\r\n".join(lines) + b"\r\n" + extra + b"\r\n"
+
+
+def h2cServer(resource: Resource | None = None) -> Server:
+    registry = UpgradeRegistry()
+    registry.register(b"h2c", H2CHandler())
+    if resource is None:
+        return Server(registry=registry)
+    return Server(registry=registry, resource=resource)  # type: ignore[arg-type]
+
+
+class Client:
+    """An h2 client on the other end of an upgraded in-memory connection."""
+
+    def __init__(self, server: Server, initialWindow: int | None = None) -> None:
+        self.server = server
+        config = h2.config.H2Configuration(client_side=True)
+        self.conn = h2.connection.H2Connection(config=config)
+        if initialWindow is not None:
+            self.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: initialWindow})
+            self.conn.clear_outbound_data_buffer()
+        self.settingsHeader = self.conn.initiate_upgrade_connection()
+        self.events: list[Any] = []
+
+    def request(self, body: bytes = b"", method: bytes = b"GET", path: bytes = b"/",
+                extra: bytes = b"", together: bytes = b"") -> list[Any]:  # fmt: skip
+        if body:
+            extra += b"Content-Length: %d\r\n" % len(body)
+        head = h2cRequest([self.settingsHeader], method, path, extra=extra)
+        self.server.send(head + body + together)
+        responses, rest = parseResponses(self.server.clear())
+        assert [r.code for r in responses][-1] == 101, responses
+        assert not responses[-1].header(b"http2-settings")
+        self.first = rest
+        return responses
+
+    def exchange(self, data: bytes = b"") -> list[Any]:
+        """Send ``data`` (plus anything h2 queued), run the clock, read events."""
+        self.server.send(data + self.conn.data_to_send())
+        step(self.server)
+        incoming = self.first + self.server.clear()
+        self.first = b""
+        events = self.conn.receive_data(incoming) if incoming else []
+        self.events += events
+        return events
+
+    def response(self, streamId: int) -> tuple[dict[bytes, bytes], bytes, bool]:
+        headers: dict[bytes, bytes] = {}
+        body, ended = b"", False
+        for event in self.events:
+            if getattr(event, "stream_id", None) != streamId:
+                continue
+            if isinstance(event, h2.events.ResponseReceived):
+                headers = dict(event.headers)
+            elif isinstance(event, h2.events.DataReceived):
+                body += event.data
+                self.conn.acknowledge_received_data(event.flow_controlled_length, streamId)
+            elif isinstance(event, h2.events.StreamEnded):
+                ended = True
+        return headers, body, ended
+
+
+def get(path: bytes) -> list[tuple[bytes, bytes]]:
+    return [(b":method", b"GET"), (b":path", path), (b":scheme", b"http"), (b":authority", b"x")]
+
+
+def test_happyPathAnswersStream1ThenLaterStreams() -> None:
+    """UPG-03, UPG-06: SETTINGS first; the original request on stream 1."""
+    server = h2cServer()
+    client = Client(server)
+    client.request()
+    # The first frame after the 101 is the server's SETTINGS (type 4, stream 0).
+    assert client.first[3:9] == b"\x04\x00\x00\x00\x00\x00"
+    client.exchange()
+    headers, body, ended = client.response(1)
+    assert headers[b":status"] == b"200"
+    assert body == b"GET / b''"
+    assert ended
+    assert any(isinstance(e, h2.events.SettingsAcknowledged) for e in client.events)
+    client.conn.send_headers(3, get(b"/three"), end_stream=True)
+    client.exchange()
+    assert client.response(3)[1] == b"GET /three b''"
+
+
+def test_prefaceInTheSamePacketAsTheRequest() -> None:
+    """UPG-60 (b): the client did not wait for the 101; nothing is lost."""
+    server = h2cServer()
+    client = Client(server)
+    client.request(together=client.conn.data_to_send())
+    client.exchange()
+    assert client.response(1)[1] == b"GET / b''"
+    assert any(isinstance(e, h2.events.SettingsAcknowledged) for e in client.events)
+
+
+def test_requestBodyBecomesStream1Body() -> None:
+    """UPG-59: the body is read over HTTP/1.1 and given to stream 1."""
+    server = h2cServer()
+    client = Client(server)
+    client.request(body=b"hello", method=b"POST", path=b"/echo")
+    client.exchange()
+    assert client.response(1)[1] == b"POST /echo b'hello'"
+
+
+def test_expectContinueComesBeforeThe101() -> None:
+    server = h2cServer()
+    client = Client(server)
+    head = h2cRequest([client.settingsHeader], b"POST", b"/e",
+                      extra=b"Expect: 100-continue\r\nContent-Length: 5\r\n")  # fmt: skip
+    server.send(head)
+    assert server.clear() == b"HTTP/1.1 100 Continue\r\n\r\n"
+    server.send(b"hello")
+    responses, client.first = parseResponses(server.clear())
+    assert [r.code for r in responses] == [101]
+    client.exchange()
+    _headers, body, _ = client.response(1)
+    assert body == b"POST /e b'hello'"
+    # No second 100 inside HTTP/2.
+    assert not [e for e in client.events if isinstance(e, h2.events.InformationalResponseReceived)]
+
+
+def frames(data: bytes) -> list[Any]:
+    """The HTTP/2 frames in ``data`` (which must hold whole frames)."""
+    from hyperframe.frame import Frame
+
+    out = []
+    while data:
+        frame, length = Frame.parse_frame_header(memoryview(data[:9]))
+        frame.parse_body(memoryview(data[9 : 9 + length]))
+        out.append(frame)
+        data = data[9 + length :]
+    return out
+
+
+def step(server: Server, times: int = 50) -> None:
+    """
+    Run the calls that are due, ``times`` rounds. Clock.advance(0) would also
+    run the calls they schedule for the same instant, without end while
+    H2Connection's send loop reschedules itself with callLater(0).
+    """
+    clock = server.clock
+    for _ in range(times):
+        due = [call for call in clock.getDelayedCalls() if call.getTime() <= clock.seconds()]
+        if not due:
+            return
+        for call in due:
+            if call.active():
+                clock.calls.remove(call)
+                call.called = True
+                call.func(*call.args, **call.kw)
+
+
+def run(server: Server) -> bytes:
+    step(server)
+    return server.clear()
+
+
+def test_headGetsHeadersWithoutData() -> None:
+    """
+    UPG-52: headers and no body on stream 1. (Twisted's H2Stream ends every
+    response, HEAD included, with a DATA frame; for HEAD it is empty.)
+    """
+    server = h2cServer()
+    server.send(h2cRequest(method=b"HEAD"))
+    _, rest = parseResponses(server.clear())
+    stream1 = [f for f in frames(rest + run(server)) if f.stream_id == 1]
+    assert type(stream1[0]).__name__ == "HeadersFrame"
+    assert b"".join(f.data for f in stream1 if type(f).__name__ == "DataFrame") == b""
+    assert "END_STREAM" in stream1[-1].flags
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [[], [CURL_SETTINGS, CURL_SETTINGS], [b"!!!!"], [b"AAMAAABkAAQ"], [b"AAIAAAAC"], [b"AASAAAAA"],
+     [b"AAUAAAAA"], [b"AAMAAABkAAQAAP//"]],
+    ids=["missing", "duplicate", "not-base64", "not-6-byte-records", "enable-push-2",
+         "window-2**31", "max-frame-0", "plain-base64"],
+)  # fmt: skip
+def test_missingDuplicateOrInvalidSettingsAnswerInHTTP11(settings: list[bytes]) -> None:
+    """UPG-55, UPG-56: never a 101; the connection stays usable."""
+    server = h2cServer()
+    server.send(h2cRequest(settings), b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+    responses, _rest = parseResponses(server.output())
+    assert [r.code for r in responses] == [200, 200]
+    assert not server.closed
+
+
+@pytest.mark.parametrize("value", [b"AAMAAABkAAQAAP__", b"", CURL_SETTINGS, b"AAMAAABkAAQAAP__=="])
+def test_unusualButValidSettingsUpgrade(value: bytes) -> None:
+    """UPG-57."""
+    server = h2cServer()
+    server.send(h2cRequest([value]))
+    responses, _ = parseResponses(server.output())
+    assert [r.code for r in responses] == [101]
+
+
+def test_connectionWithoutHTTP2SettingsOptionStillUpgrades() -> None:
+    """UPG-55 (c), policy: lenient, as behind a default nginx."""
+    server = h2cServer()
+    server.send(h2cRequest(connection=b"upgrade"))
+    responses, _ = parseResponses(server.output())
+    assert [r.code for r in responses] == [101]
+
+
+def test_clientSettingsAreApplied() -> None:
+    """UPG-57: with INITIAL_WINDOW_SIZE=16 stream 1 gets 16 bytes until a WINDOW_UPDATE."""
+    from hyperframe.frame import WindowUpdateFrame
+
+    class Hundred(Resource):
+        isLeaf = True
+
+        def render_GET(self, request: Any) -> bytes:
+            return b"x" * 100
+
+    server = h2cServer(Hundred())
+    server.send(h2cRequest([b"AAQAAAAQ"]))
+    _, rest = parseResponses(server.clear())
+    sent = frames(rest + run(server))
+    data = [f for f in sent if type(f).__name__ == "DataFrame"]
+    assert sum(len(f.data) for f in data) == 16
+    # Only one SETTINGS (the server's own), no ACK for the header's settings.
+    assert [f for f in sent if type(f).__name__ == "SettingsFrame" and "ACK" in f.flags] == []
+    update = WindowUpdateFrame(1, window_increment=1000).serialize()
+    server.send(PREFACE + SETTINGS_EMPTY + update)
+    later = frames(run(server))
+    data += [f for f in later if type(f).__name__ == "DataFrame"]
+    assert b"".join(f.data for f in data) == b"x" * 100
+    assert "END_STREAM" in data[-1].flags
+
+
+def test_dataOnStream1IsAStreamError() -> None:
+    """UPG-58: stream 1 is half-closed (remote)."""
+    server = h2cServer()
+    client = Client(server)
+    client.request()
+    client.exchange()
+    raw = b"\x00\x00\x03\x00\x00\x00\x00\x00\x01abc"
+    server.send(raw)
+    out = run(server)
+    # RST_STREAM(STREAM_CLOSED) on stream 1, or GOAWAY: either way not accepted.
+    assert (b"\x00\x00\x04\x03\x00\x00\x00\x00\x01\x00\x00\x00\x05" in out) or (
+        out[3:4] == b"\x07"
+    ), out
+
+
+def test_http11AfterThe101IsAProtocolError() -> None:
+    """UPG-60 (a): GOAWAY and close."""
+    server = h2cServer()
+    server.send(h2cRequest())
+    server.clear()
+    server.send(b"GET / HTTP/1.1\r\n\r\n")
+    out = server.output()
+    assert b"\x07\x00\x00\x00\x00\x00" in out  # a GOAWAY frame on stream 0
+    assert server.closed
+
+
+def test_tlsConnectionsAreDeclined() -> None:
+    """UPG-60 (c): h2c is for cleartext; TLS uses ALPN h2."""
+    from dataclasses import replace
+
+    from twisted.internet.address import IPv4Address
+    from twisted.web.http_headers import Headers
+
+    from upgradable import UpgradeRequest
+
+    headers = Headers({b"http2-settings": [CURL_SETTINGS], b"host": [b"x"]})
+    peer = IPv4Address("TCP", "127.0.0.1", 1)
+    request = UpgradeRequest(b"GET", b"/", b"/", b"HTTP/1.1", headers, b"", (b"h2c",),
+                             peer, peer, secure=True, site=object())  # fmt: skip
+    assert H2CHandler().upgrade(request, b"h2c").__class__.__name__ == "Decline"
+    assert (
+        H2CHandler().upgrade(replace(request, site=None, secure=False), b"h2c").__class__.__name__
+        == "Decline"
+    )
+
+
+def test_h2TokenIsNeverAnUpgrade() -> None:
+    server = h2cServer()
+    server.send(h2cRequest().replace(b"Upgrade: h2c", b"Upgrade: h2"))
+    responses, _ = parseResponses(server.output())
+    assert [r.code for r in responses] == [200]
+
+
+def test_resourceSecurityIsTheSameOnEveryStream() -> None:
+    """UPG-70: /admin is refused over HTTP/1.1, on stream 1 and on stream 3."""
+    root = Resource()
+    root.putChild(b"public", EchoRequestResource())
+    root.putChild(b"admin", ForbiddenResource())
+    server = h2cServer(root)
+    server.send(b"GET /admin HTTP/1.1\r\nHost: x\r\n\r\n")
+    [response], _ = parseResponses(server.clear())
+    assert response.code == 403
+    client = Client(server)
+    client.request(path=b"/public")
+    client.conn.send_headers(3, get(b"/admin"), end_stream=True)
+    client.exchange()
+    assert client.response(1)[0][b":status"] == b"200"
+    assert client.response(3)[0][b":status"] == b"403"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (b"", b""),
+        (b"AAMAAABk", b"\x00\x03\x00\x00\x00\x64"),
+        (b"AAMAAABkAAQAAP__", b"\x00\x03\x00\x00\x00\x64\x00\x04\x00\x00\xff\xff"),
+        (b"AAMAAABk ", b"\x00\x03\x00\x00\x00\x64"),
+        (b"A", None),
+        (b"AAMAAABkAA", None),
+    ],
+)
+def test_decodeSettings(value: bytes, expected: bytes | None) -> None:
+    assert decodeSettings(value) == expected
