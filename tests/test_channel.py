@@ -1009,3 +1009,61 @@ class TestLogging:
         assert event["method"] == "GET"
         assert "peer" in event
         assert event["log_level"].name == "info"
+
+
+class TestReviewedEdges:
+    def test_acceptNeedsAProtocol(self) -> None:
+        with pytest.raises(TypeError, match="IProtocol"):
+            Accept(RecordingFactory())  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize(
+        "name", [b"Content-Length", b"transfer-encoding", b"Upgrade", b"Connection"]
+    )
+    def test_acceptMayNotSetFieldsTheChannelWrites(self, name: bytes) -> None:
+        with pytest.raises(ValueError, match="may not set"):
+            Accept(RecordingProtocol(), [(name, b"x")])
+
+    @pytest.mark.parametrize("name", [b"Content-Length", b"Transfer-Encoding"])
+    def test_rejectMayNotSetFraming(self, name: bytes) -> None:
+        with pytest.raises(ValueError, match="may not set"):
+            Reject(403, [(name, b"chunked")])
+
+    @pytest.mark.parametrize("name", [b"X(", b"", b"A B", b"\xff"])
+    def test_headerNamesMustBeTokens(self, name: bytes) -> None:
+        with pytest.raises(ValueError):
+            Reject(403, [(name, b"v")])
+
+    def test_protocolFailingOnItsFirstBytesAfterALaterAcceptIsClosed(self, logged) -> None:
+        class Fragile(RecordingProtocol):
+            def dataReceived(self, data: bytes) -> None:
+                raise RuntimeError("cannot take it")
+
+        d: Deferred = Deferred()
+        registry = UpgradeRegistry()
+        registry.register(b"x", ScriptedHandler(d))
+        server = Server(registry=registry)
+        server.send(irc(b"x") + b"early")
+        d.callback(Accept(Fragile()))
+        assertSwitched(server, b"x")
+        assert server.closed
+        assert len(logged.failures(RuntimeError)) == 1
+
+    def test_conformanceUnterminatedLineIsAnsweredAtOnce(self) -> None:
+        """UPG-47 (c), exactly as the catalogue sends it."""
+        server, _ = standardServer()
+        server.send(b"GET / HTTP/1.1\r\n" + b"a" * 16384)
+        assertNotSwitched(server, [431])
+        assert server.closed
+
+    def test_tlsClientHelloWithoutCRLFIsRefusedAtOnce(self) -> None:
+        """R19 (RFC 9931): the first octet 22 is not a method character."""
+        server, _ = standardServer()
+        server.send(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(64))
+        assertNotSwitched(server, [400])
+        assert server.closed
+
+    @pytest.mark.parametrize("host", [b"x, y", b"a b", b"user@x", b"x/y"])
+    def test_invalidHostValueIs400(self, host: bytes) -> None:
+        server, _ = standardServer()
+        server.send(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+        assertNotSwitched(server, [400])

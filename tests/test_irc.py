@@ -124,3 +124,28 @@ def test_withAuthAnotherNickNeedsItsPass() -> None:
 def test_withAuthNoCredentialsNoUpgrade() -> None:
     client = Client(authRegistry(), b"", b"NICK alice\r\n")
     assert client.code == 401
+
+
+def test_nicknamesFollowTheGrammarAndReservedOnesAreRefused() -> None:
+    registry = openRegistry()
+    for bad in ("NickServ", "nickserv", "#lobby", "1abc", "upgradable"):
+        client = Client(registry, lines=f"NICK {bad}\r\n".encode())
+        assert client.lines() == [f":upgradable 432 * {bad} :Erroneous nickname"]
+        assert not client.server.closed
+
+
+def test_withSeveralCheckersEveryOneIsTried() -> None:
+    first = InMemoryUsernamePasswordDatabaseDontUse()
+    first.addUser("alice", "a1")
+    second = InMemoryUsernamePasswordDatabaseDontUse()
+    second.addUser("bob", "b2")
+    registry = UpgradeRegistry()
+    registry.register(
+        b"IRC/6.9", BasicAuthHandler(IRCHandler([first, second]), [first, second], "irc")
+    )
+    viaBob = Client(registry, authorization(b"bob", b"b2"), b"PASS a1\r\nNICK alice\r\n")
+    assert viaBob.code == 101
+    assert viaBob.lines()[0].startswith(":upgradable 001 alice ")
+    viaAlice = Client(registry, authorization(b"alice", b"a1"), b"NICK bob\r\n")
+    assert viaAlice.lines() == [":upgradable 464 * :Password required for this nickname"]
+    assert viaAlice.server.closed

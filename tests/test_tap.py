@@ -130,3 +130,21 @@ def test_aPluginThatBuildsTheWrongThingFailsAtStartUp() -> None:
     options["plugins"] = [UpgradeProtocolPlugin("bad", [b"BAD/1"], "d", "builtins:str")]
     with pytest.raises(TypeError, match="neither an IUpgradeHandler nor an IProtocolFactory"):
         buildRegistry(options)
+
+
+def test_welcomePageWorksOnAUnixSocketAndNamesTheHostsPort() -> None:
+    from twisted.internet.address import UNIXAddress
+
+    from upgradable import UpgradeRegistry
+
+    from .helpers import Server, parseResponses
+
+    plugins = [p for p in installedPlugins() if p.name == "http2-echo"]
+    server = Server(registry=UpgradeRegistry(), resource=WelcomePage(plugins, auth=False))  # type: ignore[arg-type]
+    server.transport.hostAddr = UNIXAddress(b"/tmp/upgradable.sock")
+    server.send(b"GET / HTTP/1.1\r\nHost: example.test:8443\r\n\r\n")
+    server.send(b"GET / HTTP/1.1\r\nHost: example.test\r\n\r\n")
+    first, second = parseResponses(server.output())[0]
+    assert first.code == second.code == 200
+    assert b"TCP:example.test:8443" in first.body
+    assert b"TCP:example.test:80" in second.body

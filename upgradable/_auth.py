@@ -50,17 +50,21 @@ def parseBasic(values: Sequence[bytes] | None) -> tuple[bytes, bytes] | None:
 @implementer(ICredentialsChecker)
 class EitherEncoding:
     """
-    A user name and password checker that tries the credentials as bytes and
-    then as UTF-8 text.
+    One user name and password checker made of several: each is tried in
+    turn, with the credentials as bytes and then as UTF-8 text.
 
-    Twisted's own checkers disagree: ``file:`` compares bytes, ``memory:``
-    compares the text it was given on the command line.
+    A ``Portal`` keeps one checker per credentials interface, so several
+    ``--auth`` options must be folded into one. And Twisted's own checkers
+    disagree on types: ``file:`` compares bytes, ``memory:`` the text it was
+    given on the command line.
     """
 
     credentialInterfaces = (IUsernamePassword,)
 
-    def __init__(self, checker: ICredentialsChecker) -> None:
-        self.checker = checker
+    def __init__(self, checkers: Sequence[ICredentialsChecker]) -> None:
+        self.checkers = [c for c in checkers if IUsernamePassword in c.credentialInterfaces]
+        if not self.checkers:
+            raise ValueError("no credentials checker accepts user names and passwords")
 
     async def _check(self, creds: Any) -> Any:
         username, password = creds.username, creds.password
@@ -72,13 +76,14 @@ class EitherEncoding:
                 attempts.append((username.encode("utf-8"), password.encode("utf-8")))
         except (UnicodeDecodeError, UnicodeEncodeError):
             pass
-        for user, secret in attempts:
-            try:
-                return await defer.maybeDeferred(
-                    self.checker.requestAvatarId, UsernamePassword(user, secret)
-                )
-            except (error.UnauthorizedLogin, error.UnhandledCredentials, TypeError):
-                continue
+        for checker in self.checkers:
+            for user, secret in attempts:
+                try:
+                    return await defer.maybeDeferred(
+                        checker.requestAvatarId, UsernamePassword(user, secret)
+                    )
+                except (error.UnauthorizedLogin, error.UnhandledCredentials, TypeError):
+                    continue
         raise error.UnauthorizedLogin()
 
     def requestAvatarId(self, credentials: Any) -> Any:
@@ -98,11 +103,7 @@ class BasicAuthHandler:
         self, inner: IUpgradeHandler, checkers: Sequence[ICredentialsChecker], realm: str
     ) -> None:
         self.inner = inner
-        self.checkers = [
-            EitherEncoding(c) for c in checkers if IUsernamePassword in c.credentialInterfaces
-        ]
-        if not self.checkers:
-            raise ValueError("no credentials checker accepts user names and passwords")
+        self.checker = EitherEncoding(checkers)
         challenge = b'Basic realm="%s", charset="UTF-8"' % realm.replace('"', "").encode()
         self.refusal = Reject(
             401,
@@ -114,12 +115,11 @@ class BasicAuthHandler:
         parsed = parseBasic(request.headers.getRawHeaders(b"authorization"))
         if parsed is None:
             return self.refusal
-        creds = UsernamePassword(*parsed)
-        for checker in self.checkers:
-            try:
-                avatarId = await defer.maybeDeferred(checker.requestAvatarId, creds)
-            except (error.UnauthorizedLogin, error.UnhandledCredentials):
-                continue
+        try:
+            avatarId = await self.checker.requestAvatarId(UsernamePassword(*parsed))
+        except error.UnauthorizedLogin:
+            avatarId = None
+        if avatarId is not None:
             authenticated = replace(request, avatarId=avatarId or None)
             result: Any = self.inner.upgrade(authenticated, product)
             if isinstance(result, defer.Deferred) or hasattr(result, "__await__"):

@@ -49,6 +49,12 @@ __all__ = ["UpgradableHTTPChannel"]
 
 _Offer = tuple[Product, IUpgradeHandler]
 
+_REQUEST_START = frozenset(
+    b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz\r\n"
+)
+# Bytes that cannot appear in a valid Host value (RFC 9112 §3.2, RFC 3986).
+_NOT_IN_HOST = frozenset(b" \t,/@\\")
+
 # A module-level logger: events carry no reference to the channel, so an
 # observer that keeps events (the start-up buffer does) keeps no connection.
 _log = Logger()
@@ -88,6 +94,26 @@ class UpgradableHTTPChannel(HTTPChannel):
 
     # -- request parsing: answer what HTTPChannel closes silently ---------
 
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        if not self.line_mode or self._failed:
+            return
+        pending = self._buffer
+        if not pending:
+            return
+        if not self._receivedHeaderSize and not self._inHeaders():
+            # A request starts with a method (a token) or an empty line;
+            # anything else (a TLS ClientHello, binary junk) is not HTTP, and
+            # RFC 9931 (R19) expects a parsing error and a close at once.
+            if pending[0] not in _REQUEST_START:
+                self._respondError(400)
+                return
+        # LineReceiver only looks at a line once it is complete (or past
+        # MAX_LENGTH + 2); a head that grows past the limit without a CRLF is
+        # answered now rather than left waiting for the idle timeout.
+        if self._receivedHeaderSize + len(pending) > self.totalHeadersSize:
+            self._respondError(431 if self._inHeaders() else 414)
+
     def lineReceived(self, line: bytes) -> None:
         if self._failed:
             return
@@ -119,7 +145,7 @@ class UpgradableHTTPChannel(HTTPChannel):
             # RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request
             # without a Host field or with more than one.
             hosts = request.requestHeaders.getRawHeaders(b"host")
-            if hosts is None or len(hosts) != 1:
+            if hosts is None or len(hosts) != 1 or any(c in _NOT_IN_HOST for c in hosts[0]):
                 self._respondError(400)
                 return
         super().allHeadersReceived()
@@ -250,6 +276,7 @@ class UpgradableHTTPChannel(HTTPChannel):
                     callbackArgs=(request, upgradeRequest, offers, index),
                     errbackArgs=(request, product, handler),
                 )
+                result.addErrback(self._bug)
                 return
             if not self._apply(request, upgradeRequest, product, handler, result):
                 return
@@ -270,6 +297,12 @@ class UpgradableHTTPChannel(HTTPChannel):
         product, handler = offers[index]
         if self._apply(request, upgradeRequest, product, handler, decision):
             self._tryOffers(request, upgradeRequest, offers, index + 1)
+
+    def _bug(self, failure: Failure) -> None:
+        """A failure in the channel itself: log it and drop the connection."""
+        _log.failure("Upgrade failed; closing the connection", failure)
+        if self.transport is not None:
+            self.transport.abortConnection()
 
     def _decisionFailed(
         self, failure: Failure, request: Request, product: Product, handler: IUpgradeHandler
@@ -398,17 +431,18 @@ class UpgradableHTTPChannel(HTTPChannel):
             uri=upgradeRequest.uri.decode("ascii", "replace"),
         )
 
-        self._handOver(transport, protocol)
+        # After the 101 nothing can be answered in HTTP any more: if the new
+        # protocol fails to start or to take its first bytes, the only clean
+        # answer is to log it and close.
         try:
+            self._handOver(transport, protocol)
             protocol.makeConnection(transport)
+            if leftover:
+                protocol.dataReceived(leftover)
         except Exception:
-            _log.failure(
-                "{protocol!r}.makeConnection failed after the 101; closing", protocol=protocol
-            )
+            _log.failure("{protocol!r} failed as it took the connection over; closing",
+                         protocol=protocol)  # fmt: skip
             transport.loseConnection()
-            return
-        if leftover:
-            protocol.dataReceived(leftover)
 
     def _handOver(self, transport: Any, protocol: IProtocol) -> None:
         """

@@ -12,6 +12,7 @@ from twisted.internet.interfaces import IAddress, IProtocol
 from twisted.web.http_headers import Headers
 
 from ._status import reasonPhrase
+from ._tokens import isToken
 
 __all__ = ["Accept", "Decision", "Decline", "Reject", "UpgradeRequest"]
 
@@ -56,17 +57,31 @@ class UpgradeRequest:
     avatarId: bytes | str | None = None
 
 
-def _checkHeaders(headers: Sequence[tuple[bytes, bytes]]) -> tuple[tuple[bytes, bytes], ...]:
+def _checkHeaders(
+    headers: Sequence[tuple[bytes, bytes]], forbidden: frozenset[bytes], owner: str
+) -> tuple[tuple[bytes, bytes], ...]:
+    """
+    Check header fields a handler supplies: names are tokens, values hold no
+    CR, LF or NUL, and none of the fields the channel frames itself appears.
+    """
     checked = []
     for name, value in headers:
         if not isinstance(name, bytes) or not isinstance(value, bytes):
             raise TypeError(f"header names and values must be bytes: {name!r}: {value!r}")
-        if not name or any(c in b" \t\r\n:\x00" for c in name):
+        if not isToken(name):
             raise ValueError(f"invalid header name {name!r}")
+        if name.lower() in forbidden:
+            raise ValueError(f"{owner} may not set {name.decode()}: the channel writes it")
         if any(c in b"\r\n\x00" for c in value):
             raise ValueError(f"header value for {name!r} contains CR, LF or NUL")
         checked.append((name, value))
     return tuple(checked)
+
+
+# RFC 9110 §15.2: a 1xx has no body, so no framing fields; Connection and
+# Upgrade of the 101 are the channel's.
+_NOT_IN_101 = frozenset([b"content-length", b"transfer-encoding", b"connection", b"upgrade"])
+_NOT_IN_REJECT = frozenset([b"content-length", b"transfer-encoding"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +103,12 @@ class Accept:
     headers: Sequence[tuple[bytes, bytes]] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "headers", _checkHeaders(self.headers))
+        if not IProtocol.providedBy(self.protocol):
+            raise TypeError(
+                f"Accept needs a protocol (IProtocol), not {self.protocol!r}; "
+                "for a factory, accept factory.buildProtocol(request.peer)"
+            )
+        object.__setattr__(self, "headers", _checkHeaders(self.headers, _NOT_IN_101, "Accept"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +139,7 @@ class Reject:
     def __post_init__(self) -> None:
         if not 400 <= self.code <= 599:
             raise ValueError(f"Reject needs a 4xx or 5xx status, not {self.code}")
-        object.__setattr__(self, "headers", _checkHeaders(self.headers))
+        object.__setattr__(self, "headers", _checkHeaders(self.headers, _NOT_IN_REJECT, "Reject"))
         if not self.reason:
             object.__setattr__(self, "reason", reasonPhrase(self.code))
 

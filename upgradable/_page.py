@@ -25,8 +25,15 @@ class WelcomePage(Resource):
 
     def render_GET(self, request: Request) -> bytes:
         host = request.getRequestHostname().decode("ascii", "replace")
-        port = request.getHost().port
         scheme = "https" if request.isSecure() else "http"
+        # The port the client used: from Host, else the socket's (a UNIX
+        # socket has none), else the scheme's default.
+        hostField = (request.getHeader(b"host") or b"").decode("ascii", "replace")
+        _, colon, hostPortPart = hostField.rpartition(":")
+        if colon and hostPortPart.isdigit() and not hostField.endswith("]"):
+            port = int(hostPortPart)
+        else:
+            port = getattr(request.getHost(), "port", None) or (443 if scheme == "https" else 80)
         hostPort = f"[{host}]" if ":" in host else host
         url = f"{scheme}://{hostPort}:{port}/"
         items = []

@@ -18,6 +18,7 @@ from typing import NamedTuple
 __all__ = [
     "Product",
     "connectionOptions",
+    "isToken",
     "parseProduct",
     "parseUpgrade",
     "splitList",
@@ -41,7 +42,8 @@ class Product(NamedTuple):
     key: tuple[bytes, bytes | None]
 
 
-def _isToken(value: bytes) -> bool:
+def isToken(value: bytes) -> bool:
+    """Whether ``value`` is a token (RFC 9110 §5.6.2)."""
     return bool(value) and all(c in _TCHAR for c in value)
 
 
@@ -74,11 +76,11 @@ def parseProduct(element: bytes) -> Product | None:
     is not one (so that it can never match a registered protocol).
     """
     name, slash, version = element.partition(b"/")
-    if not _isToken(name):
+    if not isToken(name):
         return None
     if not slash:
         return Product(element, (name.lower(), None))
-    if not _isToken(version):
+    if not isToken(version):
         return None
     return Product(element, (name.lower(), version))
 

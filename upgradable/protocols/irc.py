@@ -12,6 +12,7 @@ Channels are created on ``JOIN``; a nickname that is in use is answered with
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from twisted.cred import credentials, error
@@ -28,6 +29,10 @@ from .._decisions import Accept, Decision, Decline, UpgradeRequest
 from ..interfaces import IUpgradeHandler
 
 __all__ = ["IRCHandler", "makeHandler"]
+
+
+# RFC 2812 §2.3.1, without its 9-character limit (servers allow more today).
+_NICKNAME = re.compile(r"[A-Za-z\[\]\\`_^{|}][A-Za-z0-9\[\]\\`_^{|}-]{0,29}")
 
 
 class _IPreAuthenticated(Interface):
@@ -82,6 +87,12 @@ class _UpgradedIRCUser(service.IRCUser):
             self._reply(irc.ERR_NONICKNAMEGIVEN, ":No nickname given")
             return
         nickname = params[0]
+        if not _NICKNAME.fullmatch(nickname) or nickname.lower() in (
+            "nickserv",
+            str(self.hostname).lower(),
+        ):
+            self._reply(irc.ERR_ERRONEUSNICKNAME, nickname, ":Erroneous nickname")
+            return
         password = self.password
         if password is None:
             if self.open:
@@ -90,8 +101,10 @@ class _UpgradedIRCUser(service.IRCUser):
                 self._preAuthenticated = True
                 password = b""
             else:
-                # Twisted's way: ask NickServ for the password.
-                super().irc_NICK(prefix, params)
+                # With --auth a nickname other than the HTTP user's needs
+                # its own password, given with PASS before NICK.
+                self._reply(irc.ERR_PASSWDMISMATCH, ":Password required for this nickname")
+                self.transport.loseConnection()
                 return
         self.password = None
         self.nickname = self.name = nickname
@@ -154,8 +167,8 @@ class IRCHandler:
     def __init__(self, checkers: list[ICredentialsChecker], name: str = "upgradable") -> None:
         self.realm = service.InMemoryWordsRealm(name)
         self.realm.createGroupOnRequest = True
-        wrapped: list[ICredentialsChecker] = [EitherEncoding(c) for c in checkers]
-        portal = Portal(self.realm, [_TrustHTTP(), *(wrapped or [_AnyNick()])])
+        checker: ICredentialsChecker = EitherEncoding(checkers) if checkers else _AnyNick()
+        portal = Portal(self.realm, [_TrustHTTP(), checker])
         self.factory = _Factory(self.realm, portal)
         self.open = not checkers
 
