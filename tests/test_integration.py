@@ -458,3 +458,88 @@ async def test_echoDoesNotBufferForAClientThatDoesNotRead() -> None:
         assert data == SWITCH_ECHO + sent
     finally:
         await running.port.stopListening()
+
+
+# -- h2c with real clients ---------------------------------------------------
+
+
+async def listenH2C(description: str) -> Any:
+    from upgradable.protocols.h2c import H2CHandler
+
+    from .helpers import EchoRequestResource
+
+    registry = UpgradeRegistry()
+    registry.register(b"h2c", H2CHandler())
+    root = Resource()
+    for name in (b"a", b"b", b"c", b"echo"):
+        root.putChild(name, EchoRequestResource())
+    return await serverFromString(reactor, description).listen(UpgradableSite(root, registry))
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize(
+    ("args", "status", "body"),
+    [
+        ([], b"HTTP/2 200", b"GET /echo b''"),
+        (["-I"], b"HTTP/2 200", b""),
+        (["-d", "hello"], b"HTTP/2 200", b"POST /echo b'hello'"),
+    ],
+    ids=["GET", "HEAD", "POST"],
+)
+@pytest_twisted.ensureDeferred
+async def test_curlUpgradesToH2c(args: list[str], status: bytes, body: bytes) -> None:
+    port = await listenH2C(f"tcp:0:interface={HOST}")
+    try:
+        url = f"http://{HOST}:{port.getHost().port}/echo"
+        out, err, code = await run("curl", "-si", "--http2", *args, url)
+        assert code == 0, err
+        # curl prints the 101 and then the HTTP/2 response.
+        assert out.startswith(b"HTTP/1.1 101 Switching Protocols\r\n"), out
+        second = out.split(b"\r\n\r\n", 1)[1]
+        assert second.startswith(status), out
+        assert second.split(b"\r\n\r\n", 1)[1] == body
+    finally:
+        await port.stopListening()
+
+
+@pytest.mark.peers
+@pytest_twisted.ensureDeferred
+async def test_nghttpFetchesSeveralResourcesConcurrentlyOnOneUpgradedConnection() -> None:
+    port = await listenH2C(f"tcp:0:interface={HOST}")
+    try:
+        base = f"http://{HOST}:{port.getHost().port}"
+        out, err, code = await run(
+            "nghttp", "-u", "-v", "-n", "-s", f"{base}/a", f"{base}/b", f"{base}/c"
+        )
+        assert code == 0, err
+        text = out.decode()
+        assert "HTTP Upgrade success" in text
+        assert "recv SETTINGS frame" in text
+        # One connection; stream 1 is the upgrade request, the others follow.
+        for path in ("/a", "/b", "/c"):
+            assert any(line.split()[-1:] == [path] and " 200 " in line
+                       for line in text.splitlines()), text  # fmt: skip
+    finally:
+        await port.stopListening()
+
+
+def h2cOverTLS(port: int) -> bytes:
+    with connect(port, secure=True) as sock:
+        sock.sendall(
+            b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings, close\r\n"
+            b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAQAAAAIAAAAA\r\n\r\n"
+        )
+        sock.settimeout(5)
+        return readUntilClosed(sock)
+
+
+@pytest_twisted.ensureDeferred
+async def test_h2cIsNotOfferedOverTLS(certificate: Path) -> None:
+    """UPG-60 (c): over TLS the answer is plain HTTP/1.1."""
+    port = await listenH2C(f"ssl:0:interface={HOST}:privateKey={certificate}")
+    try:
+        out = await inThread(h2cOverTLS, port.getHost().port)
+        assert out.startswith(b"HTTP/1.1 200 OK\r\n"), out
+        assert out.endswith(b"GET /a b''")
+    finally:
+        await port.stopListening()

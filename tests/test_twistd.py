@@ -251,3 +251,20 @@ def test_aThirdPartyPluginIsFoundAndServed() -> None:
             received += sock.recv(100)
         sock.close()
     assert received == b"ROT13 ready for /demo\r\nUryyb\r\n"
+
+
+@pytest.mark.peers
+def test_h2cIsOnByDefaultAndWithoutH2cTurnsItOff() -> None:
+    curl = requirePeer("curl")
+    with twistd() as server:
+        on = subprocess.run(
+            [curl, "-si", "--http2", f"http://{HOST}:{server.port}/"], capture_output=True
+        ).stdout
+    assert on.startswith(b"HTTP/1.1 101 Switching Protocols")
+    assert b"\r\n\r\nHTTP/2 200" in on
+    with twistd("--without", "h2c") as server:
+        off = subprocess.run(
+            [curl, "-si", "--http2", f"http://{HOST}:{server.port}/"], capture_output=True
+        ).stdout
+    assert off.startswith(b"HTTP/1.1 200 OK")
+    assert b"h2c" not in off.split(b"\r\n\r\n")[0]
