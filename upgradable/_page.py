@@ -24,6 +24,9 @@ class WelcomePage(Resource):
         self.auth = auth
 
     def render_GET(self, request: Request) -> bytes:
+        if request.path == b"/chat" and any(b"websocket" in p.tokens for p in self.plugins):
+            request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+            return _CHAT
         host = request.getRequestHostname().decode("ascii", "replace")
         scheme = "https" if request.isSecure() else "http"
         # The port the client used: from Host, else the socket's (a UNIX
@@ -66,3 +69,41 @@ class WelcomePage(Resource):
 
     def render_HEAD(self, request: Request) -> bytes:
         return self.render_GET(request)
+
+
+# A small chat page for the websocket-echo sample: it connects back to the
+# server it came from, sends what is typed (or ?say=... at once) and lists
+# every message it receives.
+_CHAT = b"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>upgradable chat</title></head>
+<body>
+<h1>WebSocket chat</h1>
+<p id="status">connecting</p>
+<form id="form"><input id="text" autocomplete="off"><button>Send</button></form>
+<ul id="messages"></ul>
+<script>
+const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+const socket = new WebSocket(scheme + "//" + location.host + "/chat");
+const status = document.getElementById("status");
+const list = document.getElementById("messages");
+socket.onopen = () => {
+  status.textContent = "connected";
+  const say = new URLSearchParams(location.search).get("say");
+  if (say) socket.send(say);
+};
+socket.onmessage = (event) => {
+  const item = document.createElement("li");
+  item.className = "echo";
+  item.textContent = event.data;
+  list.appendChild(item);
+};
+socket.onclose = (event) => { status.textContent = "closed " + event.code; };
+document.getElementById("form").onsubmit = (event) => {
+  event.preventDefault();
+  const input = document.getElementById("text");
+  socket.send(input.value);
+  input.value = "";
+};
+</script>
+</body></html>
+"""

@@ -38,3 +38,17 @@ http2Echo = UpgradeProtocolPlugin(
         "Upgrade: HTTP/2.0\\r\\n\\r\\nhello\\n' | socat -t 1 - TCP:{host}:{port}"
     ),
 )
+
+websocketEcho = UpgradeProtocolPlugin(
+    name="websocket-echo",
+    tokens=[b"websocket"],
+    description="A WebSocket echo (RFC 6455, permessage-deflate) on every path",
+    handler="upgradable.protocols.websocket:makeHandler",
+    enabledByDefault=True,
+    usage=(
+        "Open {url}chat in a browser, or:\n"
+        "python -m websockets ws://{host}:{port}/\n"
+        "NODE_PATH=... node -e \"const W=require('ws');const w=new W('ws://{host}:{port}/');"
+        "w.on('open',()=>w.send('hi'));w.on('message',m=>{{console.log(String(m));w.close()}})\""
+    ),
+)

@@ -42,12 +42,17 @@ class EchoProtocol(Protocol):
         self.transport.resumeProducing()
 
     def stopProducing(self) -> None:
-        self.transport.loseConnection()
+        self._close()
 
     def readConnectionLost(self) -> None:
-        self.transport.loseConnection()
+        self._close()
 
     def writeConnectionLost(self) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        # A registered producer keeps TLS's loseConnection from closing.
+        self.transport.unregisterProducer()
         self.transport.loseConnection()
 
 

@@ -1,0 +1,238 @@
+"""
+WebSocket over in-memory connections: CONFORMANCE.md section O and the
+RFC 6455 test vectors.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from upgradable import UpgradeRegistry
+from upgradable.protocols.websocket import WebSocketHandler, WebSocketProtocol
+
+from .helpers import Server, parseResponses
+
+WS_REQ = (
+    b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+WS_ACCEPT = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="  # RFC 6455 §1.3
+WS_HELLO_MASKED = b"\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58"  # RFC 6455 §5.7
+WS_CLOSE_MASKED = b"\x88\x82\x37\xfa\x21\x3d\x34\x12"  # close 1000, same mask
+
+
+class Echo(WebSocketProtocol):
+    instances: list[Echo] = []
+
+    def __init__(self) -> None:
+        self.received: list[str | bytes] = []
+        self.closed: list[tuple[int | None, str]] = []
+        Echo.instances.append(self)
+
+    def messageReceived(self, message: str | bytes) -> None:
+        self.received.append(message)
+        self.sendMessage(message)
+
+    def connectionClosed(self, code: int | None, reason: str) -> None:
+        self.closed.append((code, reason))
+
+
+def wsServer(**options: object) -> Server:
+    registry = UpgradeRegistry()
+    registry.register(b"websocket", WebSocketHandler({b"/chat": Echo}, **options))  # type: ignore[arg-type]
+    return Server(registry=registry)
+
+
+def mask(
+    payload: bytes, opcode: int = 0x1, fin: bool = True, key: bytes = b"\x01\x02\x03\x04"
+) -> bytes:
+    header = bytes([(0x80 if fin else 0) | opcode])
+    length = len(payload)
+    if length < 126:
+        header += bytes([0x80 | length])
+    elif length < 65536:
+        header += bytes([0x80 | 126]) + length.to_bytes(2, "big")
+    else:
+        header += bytes([0x80 | 127]) + length.to_bytes(8, "big")
+    return header + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def test_rfcVectorsHandshakeEchoAndClose() -> None:
+    """UPG-04: accept token, echo of the masked Hello, close answered then TCP close."""
+    server = wsServer()
+    server.send(WS_REQ, WS_HELLO_MASKED, WS_CLOSE_MASKED)
+    responses, rest = parseResponses(server.output())
+    [switch] = responses
+    assert switch.code == 101
+    assert switch.header(b"sec-websocket-accept") == [WS_ACCEPT]
+    assert switch.header(b"upgrade") == [b"websocket"]
+    assert switch.header(b"sec-websocket-protocol") == []
+    assert switch.header(b"sec-websocket-extensions") == []
+    assert rest == b"\x81\x05Hello" + b"\x88\x02\x03\xe8"
+    assert server.closed
+
+
+def test_frameInTheSamePacketAsTheHandshakeIsEchoed() -> None:
+    """UPG-65: the case Twisted's and Autobahn's resources lose."""
+    server = wsServer()
+    server.send(WS_REQ + WS_HELLO_MASKED)
+    assert parseResponses(server.output())[1] == b"\x81\x05Hello"
+
+
+def test_unmaskedClientFrameIsClosedWith1002() -> None:
+    """UPG-65: RFC 6455 §5.1."""
+    server = wsServer()
+    server.send(WS_REQ, b"\x81\x05Hello")
+    rest = parseResponses(server.output())[1]
+    assert rest[0] == 0x88 and rest[2:4] == b"\x03\xea"  # close, code 1002
+    assert server.closed
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ((b"GET /chat", b"POST /chat"), 405),
+        ((b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", b""), 400),
+        ((b"dGhlIHNhbXBsZSBub25jZQ==", b"123"), 400),
+        ((b"dGhlIHNhbXBsZSBub25jZQ==", b"eHh4eHh4eHh4eHh4"), 400),
+        ((b"dGhlIHNhbXBsZSBub25jZQ==", b"<not Base64 data>"), 400),
+        ((b"Sec-WebSocket-Version: 13\r\n",
+          b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: eHh4eHh4eHh4eHh4eHh4eA==\r\n"), 400),
+        ((b"Sec-WebSocket-Version: 13\r\n", b""), 400),
+        ((b"Sec-WebSocket-Version: 13", b"Sec-WebSocket-Version: 8"), 426),
+        ((b"Sec-WebSocket-Version: 13", b"Sec-WebSocket-Version: 99"), 426),
+        ((b"Sec-WebSocket-Version: 13", b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Version: 11"),
+         400),
+    ],
+    ids=["post", "no-key", "short-key", "12-byte-key", "not-base64", "two-keys", "no-version",
+         "version-8", "version-99", "two-versions"],
+)  # fmt: skip
+def test_invalidHandshakesNeverSwitch(change: tuple[bytes, bytes], code: int) -> None:
+    """UPG-61, UPG-62."""
+    server = wsServer()
+    server.send(WS_REQ.replace(*change), b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+    responses, _rest = parseResponses(server.output())
+    assert responses[0].code == code
+    assert 101 not in [r.code for r in responses]
+    if code == 405:
+        assert responses[0].header(b"allow") == [b"GET"]
+    if code == 426:
+        assert responses[0].header(b"sec-websocket-version") == [b"13"]
+
+
+def test_caseInsensitiveHandshakeAndTokenLists() -> None:
+    """UPG-63."""
+    server = wsServer()
+    server.send(
+        b"GET /chat HTTP/1.1\r\nhost: x\r\nupgrade: WebSocket\r\n"
+        b"connection: keep-alive, Upgrade\r\n"
+        b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n"
+    )
+    [switch] = parseResponses(server.output())[0]
+    assert switch.code == 101
+    assert switch.header(b"upgrade") == [b"WebSocket"]
+    assert switch.header(b"sec-websocket-accept") == [WS_ACCEPT]
+
+
+@pytest.mark.parametrize(
+    ("origins", "code"),
+    [
+        ([b"https://evil.example"], 403),
+        ([b"https://example.com.hacked"], 403),
+        ([b"https://example.com", b"https://example.com"], 400),
+        ([b"https://example.com"], 101),
+        ([], 101),
+    ],
+    ids=["foreign", "partial-match", "two-lines", "allowed", "missing"],
+)
+def test_originAllowList(origins: list[bytes], code: int) -> None:
+    """UPG-64: cross-site WebSocket hijacking; a missing Origin is a non-browser client."""
+    server = wsServer(allowedOrigins=["https://example.com"])
+    extra = b"".join(b"Origin: " + o + b"\r\n" for o in origins)
+    server.send(WS_REQ[:-2] + extra + b"\r\n")
+    assert parseResponses(server.output())[0][0].code == code
+
+
+def test_requireOriginRefusesRequestsWithoutOne() -> None:
+    server = wsServer(allowedOrigins=["https://example.com"], requireOrigin=True)
+    server.send(WS_REQ)
+    assert parseResponses(server.output())[0][0].code == 403
+
+
+@pytest.mark.parametrize(
+    ("offered", "chosen"),
+    [(b"chat, superchat", [b"superchat"]), (b"chat", []), (None, [])],
+)
+def test_subprotocolNegotiation(offered: bytes | None, chosen: list[bytes]) -> None:
+    """UPG-64: one of the offered, never the list, never an unoffered one."""
+    server = wsServer(subprotocols=["superchat", "other"])
+    extra = b"Sec-WebSocket-Protocol: " + offered + b"\r\n" if offered else b""
+    server.send(WS_REQ[:-2] + extra + b"\r\n")
+    [switch] = parseResponses(server.output())[0]
+    assert switch.code == 101
+    assert switch.header(b"sec-websocket-protocol") == chosen
+
+
+def test_permessageDeflateIsNegotiatedAndUsed() -> None:
+    import zlib
+
+    server = wsServer()
+    server.send(
+        WS_REQ[:-2]
+        + b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
+    )
+    [switch], _ = parseResponses(server.clear())
+    [value] = switch.header(b"sec-websocket-extensions")
+    assert value.startswith(b"permessage-deflate")
+    compressor = zlib.compressobj(wbits=-15)
+    payload = compressor.compress(b"compressed " * 20) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    frame = mask(payload[:-4])
+    server.send(bytes([frame[0] | 0x40]) + frame[1:])  # RSV1: compressed
+    reply = server.clear()
+    assert reply[0] == 0xC1  # FIN + RSV1 + text: the echo is compressed too
+    assert Echo.instances[-1].received[-1] == "compressed " * 20
+
+
+def test_compressionCanBeSwitchedOff() -> None:
+    server = wsServer(compression=False)
+    server.send(WS_REQ[:-2] + b"Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n")
+    [switch], _ = parseResponses(server.output())
+    assert switch.header(b"sec-websocket-extensions") == []
+
+
+def test_fragmentedMessagesAreReassembled() -> None:
+    server = wsServer()
+    server.send(WS_REQ)
+    server.clear()
+    server.send(mask(b"frag", opcode=0x1, fin=False), mask(b"ment", opcode=0x0, fin=False))
+    server.send(mask(b"\x00ping", opcode=0x9))  # a control frame in between
+    server.send(mask(b"ed", opcode=0x0, fin=True))
+    out = server.clear()
+    assert out == b"\x8a\x05\x00ping" + b"\x81\x0afragmented"
+
+
+def test_oversizedMessageIsClosedWith1009() -> None:
+    server = wsServer(maxMessageSize=100)
+    server.send(WS_REQ)
+    server.clear()
+    server.send(mask(b"x" * 60, fin=False), mask(b"y" * 60, opcode=0x0))
+    out = server.clear()
+    assert out[:4] == b"\x88\x11\x03\xf1"  # close 1009 "message too big"
+    assert server.closed
+
+
+def test_serverInitiatedCloseAndPeerReply() -> None:
+    server = wsServer()
+    server.send(WS_REQ)
+    server.clear()
+    app = Echo.instances[-1]
+    app.close(4000, "bye")
+    assert server.clear() == b"\x88\x05\x0f\xa0bye"
+    server.send(mask(b"\x0f\xa0", opcode=0x8))
+    assert server.closed
+
+
+def test_pathWithoutApplicationIsDeclined() -> None:
+    server = wsServer()
+    server.send(WS_REQ.replace(b"/chat", b"/elsewhere"))
+    assert parseResponses(server.output())[0][0].code == 200

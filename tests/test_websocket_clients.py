@@ -1,0 +1,237 @@
+"""
+WebSocket with real clients over loopback: the ``websockets`` library, node's
+``ws`` package, headless Chromium, and Twisted's own WebSocket resource run
+side by side on the frame it loses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.endpoints import serverFromString
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from upgradable import UpgradableSite, UpgradeRegistry
+from upgradable._page import WelcomePage
+from upgradable.protocols.websocket import WebSocketHandler, WebSocketProtocol
+from upgradable.tap import installedPlugins
+
+from .conftest import requirePeer
+from .test_integration import (
+    HOST,
+    certificate,  # noqa: F401  (fixture)
+    connect,
+    inThread,
+    readExactly,
+    readUntilClosed,
+)
+from .test_websocket import WS_HELLO_MASKED, WS_REQ
+
+NODE_PEERS = Path(__file__).resolve().parent / "node"
+
+
+class Echo(WebSocketProtocol):
+    def messageReceived(self, message: str | bytes) -> None:
+        if message == "close please":
+            self.close(4001, "as you wish")
+        else:
+            self.sendMessage(message)
+
+
+async def listen(description: str = f"tcp:0:interface={HOST}") -> Any:
+    registry = UpgradeRegistry()
+    registry.register(b"websocket", WebSocketHandler(default=Echo))
+    plugins = [p for p in installedPlugins() if p.name == "websocket-echo"]
+    return await serverFromString(reactor, description).listen(
+        UpgradableSite(WelcomePage(plugins, auth=False), registry)
+    )
+
+
+def websocketsClient(url: str, compression: str | None) -> list[Any]:
+    from websockets.sync.client import connect as wsConnect
+
+    out: list[Any] = []
+    with wsConnect(url, compression=compression, open_timeout=10) as ws:
+        out.append(ws.response.headers.get("Sec-WebSocket-Extensions"))
+        ws.send("hello")
+        out.append(ws.recv(timeout=10))
+        ws.send(bytes(range(256)) * 64)
+        out.append(ws.recv(timeout=10))
+        ws.send("close please")
+        try:
+            ws.recv(timeout=10)
+        except Exception as closed:  # ConnectionClosedOK
+            out.append((closed.rcvd.code, closed.rcvd.reason))  # type: ignore[attr-defined]
+    return out
+
+
+@pytest.mark.parametrize("compression", ["deflate", None], ids=["deflate", "plain"])
+@pytest_twisted.ensureDeferred
+async def test_websocketsLibraryTextBinaryAndServerClose(compression: str | None) -> None:
+    port = await listen()
+    try:
+        url = f"ws://{HOST}:{port.getHost().port}/anything"
+        extensions, text, binary, closed = await inThread(websocketsClient, url, compression)
+        assert (extensions or "").startswith("permessage-deflate") == (compression is not None)
+        assert text == "hello"
+        assert binary == bytes(range(256)) * 64
+        assert closed == (4001, "as you wish")
+    finally:
+        await port.stopListening()
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("compression", ["deflate", "none"])
+@pytest_twisted.ensureDeferred
+async def test_nodeWsClientTextAndBinary(compression: str) -> None:
+    node = requirePeer("node")
+    if not (NODE_PEERS / "node_modules" / "ws").exists():
+        requirePeer("node_modules/ws (run: npm install --prefix tests/node)")
+    port = await listen()
+    try:
+        url = f"ws://{HOST}:{port.getHost().port}/x"
+        done = await inThread(
+            lambda: subprocess.run(
+                [node, str(NODE_PEERS / "ws_client.js"), url, compression],
+                capture_output=True, text=True, timeout=30,
+                env={**os.environ, "NODE_PATH": str(NODE_PEERS / "node_modules")},
+            )
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        lines = [json.loads(line) for line in done.stdout.splitlines()]
+        assert lines[0]["extensions"].startswith("permessage-deflate") == (compression == "deflate")
+        assert {"text": "hello from node"} in lines
+        assert {"binary": [0, 1, 2, 255]} in lines
+        assert lines[-1] == {"close": 1000}
+    finally:
+        await port.stopListening()
+
+
+def sameSegment(port: int) -> bytes:
+    with connect(port) as sock:
+        sock.sendall(WS_REQ + WS_HELLO_MASKED)
+        sock.settimeout(2)
+        data = b""
+        try:
+            while b"Hello" not in data.split(b"\r\n\r\n", 1)[-1]:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        except TimeoutError:
+            pass
+        return data
+
+
+@pytest_twisted.ensureDeferred
+async def test_frameWithTheHandshakeIsEchoedHereAndLostByTwistedsOwn() -> None:
+    from twisted.web.websocket import WebSocketResource
+
+    class TwistedEcho:
+        def negotiationStarted(self, transport: Any) -> None:
+            self.transport = transport
+
+        def negotiationFinished(self) -> None:
+            pass
+
+        def textMessageReceived(self, message: str) -> None:
+            self.transport.sendTextMessage(message)
+
+        def bytesMessageReceived(self, data: bytes) -> None:
+            self.transport.sendBytesMessage(data)
+
+        def pongReceived(self, payload: bytes) -> None:
+            pass
+
+        def connectionLost(self, reason: Any) -> None:
+            pass
+
+    class Factory:
+        def buildProtocol(self, request: Any) -> TwistedEcho:
+            return TwistedEcho()
+
+    root = Resource()
+    root.putChild(b"chat", WebSocketResource(Factory()))  # type: ignore[arg-type]
+    theirs = await serverFromString(reactor, f"tcp:0:interface={HOST}").listen(Site(root))
+    ours = await listen()
+    try:
+        theirReply = await inThread(sameSegment, theirs.getHost().port)
+        ourReply = await inThread(sameSegment, ours.getHost().port)
+    finally:
+        await theirs.stopListening()
+        await ours.stopListening()
+    # Both accept the handshake...
+    assert theirReply.startswith(b"HTTP/1.1 101 ")
+    assert ourReply.startswith(b"HTTP/1.1 101 ")
+    # ...but only ours echoes the frame that came with it.
+    assert ourReply.split(b"\r\n\r\n", 1)[1] == b"\x81\x05Hello"
+    assert b"Hello" not in theirReply.split(b"\r\n\r\n", 1)[1]
+
+
+def closeOverTLS(port: int) -> bytes:
+    from .test_websocket import mask
+
+    with connect(port, secure=True) as sock:
+        sock.sendall(WS_REQ)
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            head += readExactly(sock, 1)
+        sock.sendall(mask(b"close please"))
+        sock.settimeout(5)
+        closing = readExactly(sock, 15)
+        # Answer the server's close as a client must (RFC 6455 §5.5.1); the
+        # server then has to close the TCP connection, TLS or not.
+        sock.sendall(mask(closing[2:4], opcode=0x8))
+        return closing + readUntilClosed(sock)  # returns only if the server closes
+
+
+@pytest_twisted.ensureDeferred
+async def test_serverInitiatedCloseOverTLSReallyCloses(certificate: Path) -> None:  # noqa: F811
+    import time
+
+    port = await listen(f"ssl:0:interface={HOST}:privateKey={certificate}")
+    try:
+        started = time.monotonic()
+        data = await inThread(closeOverTLS, port.getHost().port)
+        assert data.startswith(b"\x88\x0d\x0f\xa1as you wish")
+        # Closed right after the client's close frame, not by the 5 s
+        # fallback timer that a stuck TLS close would fall through to.
+        assert time.monotonic() - started < 3
+    finally:
+        await port.stopListening()
+
+
+@pytest.mark.peers
+@pytest_twisted.ensureDeferred
+async def test_chromiumChatPageSendsAndSeesTheEcho() -> None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        browser = requirePeer("chromium")
+    port = await listen()
+    profile = tempfile.mkdtemp(prefix="upgradable-chromium-")
+    try:
+        url = f"http://{HOST}:{port.getHost().port}/chat?say=hello%20from%20chromium"
+        done = await inThread(
+            lambda: subprocess.run(
+                [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", f"--user-data-dir={profile}", "--virtual-time-budget=5000",
+                 "--dump-dom", url],
+                capture_output=True, text=True, timeout=60,
+            )
+        )  # fmt: skip
+    finally:
+        await port.stopListening()
+        shutil.rmtree(profile, ignore_errors=True)
+    assert '<p id="status">connected</p>' in done.stdout, done.stdout + done.stderr[-2000:]
+    assert '<li class="echo">hello from chromium</li>' in done.stdout
