@@ -9,12 +9,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.strcred import AuthOptionMixin
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory
+from twisted.internet.interfaces import IProtocolFactory
 from twisted.logger import Logger
 from twisted.plugin import getPlugins
 from twisted.python import usage
@@ -23,6 +22,8 @@ from twisted.python.filepath import FilePath
 from ._auth import BasicAuthHandler
 from ._registry import FactoryHandler, UpgradeRegistry
 from ._site import UpgradableSite
+from ._tap import LoggingEndpointService
+from ._tokens import parseProduct
 from .interfaces import IUpgradeHandler, IUpgradeProtocolPlugin
 
 __all__ = ["Options", "installedPlugins", "makeService"]
@@ -56,10 +57,16 @@ class Options(usage.Options, AuthOptionMixin):
         ["no-advertise", None, "Do not advertise the protocols on ordinary responses."],
     ]
     optParameters = [
-        ["path", None, None, "Serve this directory to plain HTTP requests "
-         "(default: a page that describes the enabled protocols).", str],
+        [
+            "path",
+            None,
+            None,
+            "Serve this directory to plain HTTP requests "
+            "(default: a page that describes the enabled protocols).",
+            str,
+        ],
         ["realm", None, "upgradable", "The realm named in HTTP Basic challenges."],
-    ]  # fmt: skip
+    ]
     compData = usage.Completions(
         optActions={"path": usage.CompleteDirs(), "listen": usage.Completer()}
     )
@@ -69,6 +76,7 @@ class Options(usage.Options, AuthOptionMixin):
         self["listen"] = []
         self["protocols"] = []
         self["without"] = []
+        self["relays"] = []
 
     def opt_listen(self, endpoint: str) -> None:
         """Listen on this server endpoint: tcp:8080, tcp:8080:interface=127.0.0.1, ssl:8443:privateKey=key.pem, haproxy:tcp:8080 ... (repeatable; default tcp:8080)."""  # noqa: E501
@@ -77,6 +85,18 @@ class Options(usage.Options, AuthOptionMixin):
     def opt_protocol(self, name: str) -> None:
         """Enable the protocol plugin of this name (repeatable; default: every installed plugin that is enabled by default)."""  # noqa: E501
         self["protocols"].append(name)
+
+    def opt_relay(self, spec: str) -> None:
+        """Relay upgrades for TOKEN to a backend: TOKEN=ENDPOINT, e.g. IRC/6.9=tcp:127.0.0.1:6667 (repeatable; takes the token over from any plugin)."""  # noqa: E501
+        token, equals, endpoint = spec.partition("=")
+        product = parseProduct(token.strip().encode("ascii", "replace"))
+        if not equals or product is None or not endpoint:
+            raise usage.UsageError(
+                f"--relay {spec}: use TOKEN=ENDPOINT, e.g. IRC/6.9=tcp:host:6667"
+            )
+        if any(parseProduct(t).key == product.key for t, _ in self["relays"]):  # type: ignore[union-attr]
+            raise usage.UsageError(f"--relay {spec}: {token} is relayed already")
+        self["relays"].append((product.raw, endpoint))
 
     def opt_without(self, name: str) -> None:
         """Do not enable the protocol plugin of this name, e.g. --without h2c (repeatable)."""
@@ -131,25 +151,6 @@ class Options(usage.Options, AuthOptionMixin):
         self["plugins"] = [plugin for plugin in chosen if plugin.name not in self["without"]]
 
 
-class _LoggingEndpointService(StreamServerEndpointService):
-    """Logs the address it really listens on (a tcp:0 port included)."""
-
-    endpointDescription = ""
-
-    def privilegedStartService(self) -> None:
-        super().privilegedStartService()
-        assert self._waitingForPort is not None
-        self._waitingForPort.addCallback(self._listening)
-
-    def _listening(self, port: IListeningPort) -> IListeningPort:
-        _log.info(
-            "upgradable listening on {address} ({description})",
-            address=str(port.getHost()),
-            description=self.endpointDescription,
-        )
-        return port
-
-
 def _asHandler(made: Any, plugin: IUpgradeProtocolPlugin) -> IUpgradeHandler:
     if IUpgradeHandler.providedBy(made):
         return made
@@ -162,20 +163,49 @@ def _asHandler(made: Any, plugin: IUpgradeProtocolPlugin) -> IUpgradeHandler:
 
 
 def buildRegistry(options: Options) -> UpgradeRegistry:
-    """The registry of the enabled plugins, behind ``--auth`` if given."""
+    """The registry of the enabled plugins and relays, behind ``--auth`` if given."""
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import clientFromString
+
+    from .protocols.relay import RelayHandler
+
     registry = UpgradeRegistry()
     checkers: Sequence[Any] = options.get("credCheckers", [])
+
+    def guarded(handler: IUpgradeHandler) -> IUpgradeHandler:
+        return BasicAuthHandler(handler, checkers, options["realm"]) if checkers else handler
+
+    authNote = " (HTTP Basic credentials required)" if checkers else ""
+    relayed = {}
+    for token, endpoint in options["relays"]:
+        relayed[parseProduct(token).key] = token  # type: ignore[union-attr]
+        relay = RelayHandler(reactor, clientFromString(reactor, endpoint), endpoint)
+        registry.register(token, guarded(relay))
+        _log.info(
+            "Relay enabled: Upgrade: {token} to {endpoint}{auth}",
+            token=token.decode("ascii"),
+            endpoint=endpoint,
+            auth=authNote,
+        )
     for plugin in options["plugins"]:
-        handler = _asHandler(plugin.makeHandler(options), plugin)
-        if checkers:
-            handler = BasicAuthHandler(handler, checkers, options["realm"])
+        tokens = [t for t in plugin.tokens if parseProduct(t).key not in relayed]  # type: ignore[union-attr]
         for token in plugin.tokens:
+            if token not in tokens:
+                _log.info(
+                    "Relay for {token} takes it over from protocol {name}",
+                    token=token.decode("ascii"),
+                    name=plugin.name,
+                )
+        if not tokens:
+            continue
+        handler = guarded(_asHandler(plugin.makeHandler(options), plugin))
+        for token in tokens:
             registry.register(token, handler)
         _log.info(
             "Protocol {name} enabled: Upgrade: {tokens}{auth}",
             name=plugin.name,
-            tokens=", ".join(t.decode("ascii") for t in plugin.tokens),
-            auth=" (HTTP Basic credentials required)" if checkers else "",
+            tokens=", ".join(t.decode("ascii") for t in tokens),
+            auth=authNote,
         )
     return registry
 
@@ -196,7 +226,7 @@ def makeService(options: Options) -> MultiService:
     service = MultiService()
     for description in options["listen"]:
         endpoint = serverFromString(reactor, description)
-        child = _LoggingEndpointService(endpoint, site)
+        child = LoggingEndpointService(endpoint, site)
         child.endpointDescription = description
         child.setServiceParent(service)
     return service

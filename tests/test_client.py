@@ -1,0 +1,275 @@
+"""
+upgradable.client over real loopback sockets: against our server (TCP and
+TLS with certificate checking), against canned bad answers, and against a
+server nobody here wrote (nghttpx's h2c upgrade).
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import Certificate
+from twisted.internet.task import deferLater
+from twisted.python.failure import Failure
+
+from upgradable import Accept, Reject, UpgradableSite, UpgradeRegistry
+from upgradable.client import UpgradeFailed, UpgradeTimeout, upgrade
+from upgradable.protocols.echo import EchoFactory
+
+from .conftest import requirePeer
+from .helpers import ScriptedHandler
+from .test_integration import HOST, Page, certificate  # noqa: F401
+
+
+class Collector(Protocol):
+    """Collects what arrives; ``waitFor(n)`` fires once n bytes are in."""
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.waiting: list[tuple[int, Deferred[bytes]]] = []
+        self.lost: Deferred[None] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+        for count, d in list(self.waiting):
+            if len(self.data) >= count:
+                self.waiting.remove((count, d))
+                d.callback(self.data)
+
+    def waitFor(self, count: int) -> Deferred[bytes]:
+        d: Deferred[bytes] = Deferred()
+        self.waiting.append((count, d))
+        self.dataReceived(b"")
+        return d
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.lost.callback(None)
+
+
+async def ourServer(description: str) -> Any:
+    registry = UpgradeRegistry()
+    registry.register(b"HTTP/2.0", EchoFactory())
+    registry.register(
+        b"greeter",
+        ScriptedHandler(lambda request, product: Accept(Greeter(), [(b"X-Hello", b"yes")])),
+    )
+    registry.register(
+        b"locked",
+        ScriptedHandler(
+            lambda request, product: Reject(
+                401, [(b"WWW-Authenticate", b'Basic realm="x"')], b"who are you?\n"
+            )
+        ),
+    )
+    return await serverFromString(reactor, description).listen(UpgradableSite(Page(), registry))
+
+
+class Greeter(Protocol):
+    def connectionMade(self) -> None:
+        self.transport.write(b"greetings\n")  # type: ignore[union-attr]
+
+
+@pytest_twisted.ensureDeferred
+async def test_upgradeOverTCPAndEchoTheBytes() -> None:
+    port = await ourServer(f"tcp:0:interface={HOST}")
+    try:
+        url = f"http://{HOST}:{port.getHost().port}/x"
+        result = await upgrade(
+            reactor, url, [b"nope/1", b"http/2.0"], Factory.forProtocol(Collector)
+        )
+        assert result.product == b"http/2.0"
+        protocol = result.protocol
+        assert isinstance(protocol, Collector)
+        protocol.transport.write(b"ping")  # type: ignore[union-attr]
+        assert await protocol.waitFor(4) == b"ping"
+        protocol.transport.loseConnection()  # type: ignore[union-attr]
+        await protocol.lost
+    finally:
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_bytesRightAfterThe101ReachTheProtocol() -> None:
+    port = await ourServer(f"tcp:0:interface={HOST}")
+    try:
+        url = f"http://{HOST}:{port.getHost().port}/"
+        result = await upgrade(reactor, url, [b"greeter"], Factory.forProtocol(Collector))
+        assert await result.protocol.waitFor(10) == b"greetings\n"  # type: ignore[attr-defined]
+        result.protocol.transport.loseConnection()  # type: ignore[attr-defined]
+    finally:
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_upgradeOverTLSChecksTheCertificate(certificate: Path) -> None:  # noqa: F811
+    port = await ourServer(f"ssl:0:interface={HOST}:privateKey={certificate}")
+    try:
+        url = f"https://{HOST}:{port.getHost().port}/"
+        trusted = Certificate.loadPEM(certificate.read_bytes())
+        result = await upgrade(reactor, url, [b"HTTP/2.0"], Factory.forProtocol(Collector),
+                               trustRoot=trusted)  # fmt: skip
+        result.protocol.transport.write(b"over tls")  # type: ignore[attr-defined]
+        assert await result.protocol.waitFor(8) == b"over tls"  # type: ignore[attr-defined]
+        result.protocol.transport.loseConnection()  # type: ignore[attr-defined]
+        # The platform's CAs do not vouch for a self-signed certificate.
+        from OpenSSL.SSL import Error as TLSError
+
+        with pytest.raises(TLSError, match="certificate verify failed"):
+            await upgrade(reactor, url, [b"HTTP/2.0"], Factory.forProtocol(Collector))
+    finally:
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_refusalCarriesStatusHeadersAndBody() -> None:
+    port = await ourServer(f"tcp:0:interface={HOST}")
+    try:
+        url = f"http://{HOST}:{port.getHost().port}/"
+        with pytest.raises(UpgradeFailed) as failed:
+            await upgrade(reactor, url, [b"locked"], Factory.forProtocol(Collector))
+        assert failed.value.status == 401
+        assert failed.value.headers.getRawHeaders(b"www-authenticate") == [b'Basic realm="x"']
+        assert failed.value.body == b"who are you?\n"
+        with pytest.raises(UpgradeFailed) as ignored:
+            await upgrade(reactor, url, [b"unknown/1"], Factory.forProtocol(Collector))
+        assert ignored.value.status == 200
+        assert ignored.value.body == b"plain page\n"
+    finally:
+        await port.stopListening()
+
+
+class Canned(Protocol):
+    answer = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        if b"\r\n\r\n" in data:
+            self.transport.write(self.answer)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: HTTP/2.0\r\n\r\n", "connection option"),
+        (b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: IRC/6.9\r\n\r\n",
+         "not offered"),
+        (b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: HTTP/2.00\r\n\r\n",
+         "not offered"),
+        (b"SSH-2.0-OpenSSH\r\n\r\n", "did not answer in HTTP"),
+    ],
+    ids=["no-connection-option", "other-product", "other-version", "not-http"],
+)  # fmt: skip
+@pytest_twisted.ensureDeferred
+async def test_bad101sAreRefused(answer: bytes, reason: str) -> None:
+    factory = Factory.forProtocol(Canned)
+    Canned.answer = answer
+    port = await serverFromString(reactor, f"tcp:0:interface={HOST}").listen(factory)
+    try:
+        url = f"http://{HOST}:{port.getHost().port}/"
+        with pytest.raises(UpgradeFailed, match=reason):
+            await upgrade(reactor, url, [b"HTTP/2.0"], Factory.forProtocol(Collector))
+    finally:
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_noAnswerTimesOutWithAClearError() -> None:
+    silent = Factory.forProtocol(Protocol)
+    port = await serverFromString(reactor, f"tcp:0:interface={HOST}").listen(silent)
+    try:
+        url = f"http://{HOST}:{port.getHost().port}/"
+        started = time.monotonic()
+        with pytest.raises(UpgradeTimeout, match="no 101"):
+            await upgrade(reactor, url, [b"HTTP/2.0"], Factory.forProtocol(Collector), timeout=0.5)
+        assert time.monotonic() - started < 3
+    finally:
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_refusedConnectionFailsPlainly() -> None:
+    sock = socket.socket()
+    sock.bind((HOST, 0))
+    free = sock.getsockname()[1]
+    sock.close()
+    with pytest.raises(Exception, match=r"refused|Connection"):
+        await upgrade(reactor, f"http://{HOST}:{free}/", [b"x"], Factory.forProtocol(Collector))
+
+
+def test_badArgumentsRaiseAtOnce() -> None:
+    with pytest.raises(ValueError):
+        upgrade(reactor, "ftp://x/", [b"x"], Factory.forProtocol(Collector))
+    with pytest.raises(ValueError):
+        upgrade(reactor, "http://x/", [b"IRC/"], Factory.forProtocol(Collector))
+
+
+# -- a server nobody here wrote ---------------------------------------------
+
+
+@pytest_twisted.async_yield_fixture
+async def nghttpx() -> AsyncIterator[int]:
+    program = requirePeer("nghttpx")
+    backend = await serverFromString(reactor, f"tcp:0:interface={HOST}").listen(
+        UpgradableSite(Page(), UpgradeRegistry())
+    )
+    probe = socket.socket()
+    probe.bind((HOST, 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    work = tempfile.mkdtemp(prefix="nghttpx-")
+    process = subprocess.Popen(
+        [program, "--conf=/dev/null", f"-f{HOST},{port};no-tls",
+         f"-b{HOST},{backend.getHost().port}", "--workers=1",
+         f"--errorlog-file={work}/error.log", f"--accesslog-file={work}/access.log",
+         f"--pid-file={work}/pid"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection((HOST, port), timeout=1).close()
+                break
+            except OSError:
+                await deferLater(reactor, 0.05, lambda: None)
+        yield port
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(10)
+        await backend.stopListening()
+
+
+@pytest.mark.peers
+@pytest_twisted.ensureDeferred
+async def test_h2cUpgradeToNghttpx(nghttpx: int) -> None:
+    url = f"http://{HOST}:{nghttpx}/"
+    headers = [(b"Connection", b"HTTP2-Settings"), (b"HTTP2-Settings", b"AAMAAABkAAQAAP__")]
+    result = await upgrade(reactor, url, [b"h2c"], Factory.forProtocol(Collector), headers)
+    assert result.product == b"h2c"
+    data = await result.protocol.waitFor(9)  # type: ignore[attr-defined]
+    # The first thing after nghttpx's 101 is its SETTINGS frame (type 4, stream 0).
+    assert data[3:9] == b"\x04\x00\x00\x00\x00\x00"
+    result.protocol.transport.loseConnection()  # type: ignore[attr-defined]
+
+
+@pytest.mark.peers
+@pytest_twisted.ensureDeferred
+async def test_nghttpxDecliningIsAnUpgradeFailed(nghttpx: int) -> None:
+    # No HTTP2-Settings: nghttpx answers in HTTP/1.1 (our backend's page).
+    with pytest.raises(UpgradeFailed) as failed:
+        await upgrade(
+            reactor, f"http://{HOST}:{nghttpx}/", [b"h2c"], Factory.forProtocol(Collector)
+        )
+    assert failed.value.status == 200
+    assert failed.value.body == b"plain page\n"

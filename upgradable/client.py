@@ -1,0 +1,333 @@
+"""
+The client side: connect to an HTTP server, ask it to switch protocols, and
+hand the connection to a protocol of yours.
+
+    result = await upgrade(reactor, "https://example.com/irc", [b"IRC/6.9"], ircFactory)
+    result.protocol   # connected, with any bytes that followed the 101
+    result.product    # what the server switched to
+"""
+
+from __future__ import annotations
+
+from base64 import b64encode
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.error import TimeoutError
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IOpenSSLClientConnectionCreator,
+    IProtocol,
+    IProtocolFactory,
+    IReactorTime,
+)
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.ssl import Certificate, optionsForClientTLS
+from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
+from zope.interface import implementer
+
+from ._tokens import connectionOptions, parseProduct, parseUpgrade
+
+__all__ = [
+    "UpgradeFailed",
+    "UpgradeResult",
+    "UpgradeTimeout",
+    "upgrade",
+]
+
+_MAX_HEAD = 64 * 1024
+_MAX_ERROR_BODY = 64 * 1024
+
+
+class UpgradeFailed(Exception):
+    """
+    The server did not switch, or answered in a way that cannot be trusted.
+
+    :ivar status: the response's status code (0 if there was no valid
+        status line).
+    :ivar headers: the response's header fields.
+    :ivar body: the start of the response body (at most 64 KiB).
+    :ivar reason: why the answer was not accepted.
+    """
+
+    def __init__(self, status: int, headers: Headers, body: bytes, reason: str) -> None:
+        super().__init__(f"upgrade refused ({status}): {reason}")
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.reason = reason
+
+
+class UpgradeTimeout(TimeoutError):
+    """No complete ``101`` within the time allowed."""
+
+
+@dataclass(frozen=True)
+class UpgradeResult:
+    """A switched connection: the connected protocol and the chosen product."""
+
+    protocol: IProtocol
+    product: bytes
+
+
+@implementer(IHalfCloseableProtocol)
+class _UpgradeClient(Protocol):
+    """Sends the request, reads the response head, then steps aside."""
+
+    def __init__(
+        self,
+        request: bytes,
+        offered: Sequence[bytes],
+        factory: IProtocolFactory,
+        done: Deferred[UpgradeResult],
+    ) -> None:
+        self.request = request
+        self.offered = {p.key: p.raw for p in map(parseProduct, offered) if p is not None}
+        self.protocolFactory = factory
+        self.done = done
+        self.buffer = b""
+        self.failure: UpgradeFailed | None = None
+        self.expectedBody: int | None = None
+        self.protocol: IProtocol | None = None
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.request)  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        if self.failure is not None:
+            self._collectErrorBody()
+            return
+        while True:
+            head, sep, rest = self.buffer.partition(b"\r\n\r\n")
+            if not sep:
+                if len(self.buffer) > _MAX_HEAD:
+                    self._fail(0, Headers(), "response head too large")
+                return
+            status, headers = _parseHead(head)
+            if 100 <= status < 200 and status != 101:
+                self.buffer = rest  # 100 Continue and friends: keep reading
+                continue
+            break
+        self.buffer = rest
+        if status == 0:
+            self._fail(0, headers, "the server did not answer in HTTP/1.1")
+            return
+        if status != 101:
+            self._refused(status, headers, "the server did not switch protocols")
+            return
+        # RFC 9110 §7.8: a 101 carries the `upgrade` connection option and
+        # names a protocol the client offered.
+        if b"upgrade" not in connectionOptions(headers.getRawHeaders(b"connection", ())):
+            self._fail(101, headers, "101 without the upgrade connection option")
+            return
+        products = parseUpgrade(headers.getRawHeaders(b"upgrade", ()))
+        if not products or products[0].key not in self.offered:
+            self._fail(101, headers, "101 names a protocol that was not offered")
+            return
+        self._switch(products[0].raw, rest)
+
+    def _switch(self, product: bytes, leftover: bytes) -> None:
+        transport: Any = self.transport
+        protocol = self.protocolFactory.buildProtocol(transport.getPeer())
+        if protocol is None:
+            self._fail(101, Headers(), "the protocol factory refused the connection")
+            return
+        self.protocol = protocol
+        self.dataReceived = protocol.dataReceived  # type: ignore[method-assign]
+        self.connectionLost = protocol.connectionLost  # type: ignore[method-assign,assignment]
+        for holder in (transport, getattr(transport, "protocol", None)):
+            for attribute in ("protocol", "wrappedProtocol"):
+                if getattr(holder, attribute, None) is self:
+                    setattr(holder, attribute, protocol)
+        done, self.done = self.done, None  # type: ignore[assignment]
+        protocol.makeConnection(transport)
+        if done is not None and not done.called:
+            done.callback(UpgradeResult(protocol, product))
+        if leftover and not transport.disconnecting:
+            protocol.dataReceived(leftover)
+
+    def readConnectionLost(self) -> None:
+        if self.protocol is not None and IHalfCloseableProtocol.providedBy(self.protocol):
+            self.protocol.readConnectionLost()
+        elif self.transport is not None:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        if self.protocol is not None and IHalfCloseableProtocol.providedBy(self.protocol):
+            self.protocol.writeConnectionLost()
+
+    def _refused(self, status: int, headers: Headers, reason: str) -> None:
+        self.failure = UpgradeFailed(status, headers, b"", reason)
+        lengths = headers.getRawHeaders(b"content-length")
+        if lengths and lengths[0].isdigit():
+            self.expectedBody = int(lengths[0])
+        self._collectErrorBody()
+
+    def _collectErrorBody(self) -> None:
+        assert self.failure is not None
+        if self.expectedBody is not None and len(self.buffer) >= self.expectedBody:
+            self._finishFailure(self.buffer[: self.expectedBody])
+        elif len(self.buffer) >= _MAX_ERROR_BODY:
+            self._finishFailure(self.buffer[:_MAX_ERROR_BODY])
+        # Otherwise wait for more, or for the close that ends the body.
+
+    def _finishFailure(self, body: bytes) -> None:
+        failure = self.failure
+        assert failure is not None
+        failure.body = body
+        self.transport.loseConnection()  # type: ignore[union-attr]
+        self._errback(failure)
+
+    def _fail(self, status: int, headers: Headers, reason: str) -> None:
+        self.transport.loseConnection()  # type: ignore[union-attr]
+        self._errback(UpgradeFailed(status, headers, self.buffer[:_MAX_ERROR_BODY], reason))
+
+    def _errback(self, error: Exception | Failure) -> None:
+        done, self.done = self.done, None  # type: ignore[assignment]
+        if done is not None and not done.called:
+            done.errback(error)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.failure is not None:
+            self._finishFailure(self.buffer[:_MAX_ERROR_BODY])
+        elif self.done is not None and not self.buffer:
+            # Nothing came back: the connection's own error (a refused TLS
+            # certificate, a reset) says more than any HTTP status could.
+            self._errback(reason)
+        elif self.done is not None:
+            self._errback(
+                UpgradeFailed(0, Headers(), self.buffer[:_MAX_ERROR_BODY],
+                              f"connection lost before the 101: {reason.getErrorMessage()}")
+            )  # fmt: skip
+
+
+def _parseHead(head: bytes) -> tuple[int, Headers]:
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+        return 0, Headers()
+    headers = Headers()
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if colon and name and name == name.strip():
+            headers.addRawHeader(name, value.strip(b" \t"))
+    return int(parts[1]), headers
+
+
+def upgrade(
+    reactor: Any,
+    url: str | bytes,
+    protocols: Sequence[bytes],
+    factory: IProtocolFactory,
+    headers: Sequence[tuple[bytes, bytes]] | None = None,
+    *,
+    credentials: tuple[str | bytes, str | bytes] | None = None,
+    trustRoot: Any = None,
+    tlsOptions: IOpenSSLClientConnectionCreator | None = None,
+    method: bytes = b"GET",
+    timeout: float = 30,
+) -> Deferred[UpgradeResult]:
+    """
+    Connect to ``url`` and ask to switch to one of ``protocols``.
+
+    :param reactor: a reactor providing TCP and time.
+    :param url: ``http://`` or ``https://`` URL; its path and query are the
+        request target.
+    :param protocols: the products to offer, most preferred first.
+    :param factory: builds the protocol that takes the connection over.
+    :param headers: extra request fields. A ``Connection`` field adds its
+        options to ``Upgrade`` (e.g. ``HTTP2-Settings``).
+    :param credentials: ``(user, password)`` for HTTP Basic.
+    :param trustRoot: for ``https``: what to trust, as for
+        :func:`twisted.internet.ssl.optionsForClientTLS` (a
+        :class:`~twisted.internet.ssl.Certificate`, a PEM file path, or None
+        for the platform's CAs). The certificate is checked against the
+        URL's host name.
+    :param tlsOptions: full TLS options instead of ``trustRoot``.
+    :param timeout: seconds allowed for connecting and the ``101``.
+    :return: a Deferred that fires with an :class:`UpgradeResult`, or fails
+        with :class:`UpgradeFailed` (carrying the status, headers and body
+        the server sent), :class:`UpgradeTimeout`, or a connection error.
+    """
+    if isinstance(url, bytes):
+        url = url.decode("ascii")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"upgrade needs an http:// or https:// URL, not {url!r}")
+    offered = list(protocols)
+    if not offered or any(parseProduct(p) is None for p in offered):
+        raise ValueError(f"offer one or more protocol products, not {protocols!r}")
+    secure = parts.scheme == "https"
+    host = parts.hostname
+    port = parts.port or (443 if secure else 80)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    hostField = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+
+    options = [b"Upgrade"]
+    lines = [
+        method + b" " + target.encode("ascii") + b" HTTP/1.1",
+        b"Host: " + hostField.encode("idna" if not host.isascii() else "ascii"),
+    ]
+    for name, value in headers or ():
+        if name.lower() == b"connection":
+            options.append(value)
+        elif name.lower() not in (b"upgrade", b"host"):
+            lines.append(name + b": " + value)
+    if credentials is not None:
+        user, password = (c.encode("utf-8") if isinstance(c, str) else c for c in credentials)
+        lines.append(b"Authorization: Basic " + b64encode(user + b":" + password))
+    lines.append(b"Connection: " + b", ".join(options))
+    lines.append(b"Upgrade: " + b", ".join(offered))
+    request = b"\r\n".join(lines) + b"\r\n\r\n"
+
+    endpoint: Any = HostnameEndpoint(reactor, host, port, timeout=timeout)
+    if secure:
+        if tlsOptions is None:
+            if isinstance(trustRoot, str):
+                with open(trustRoot, "rb") as pem:
+                    trustRoot = Certificate.loadPEM(pem.read())
+            tlsOptions = optionsForClientTLS(host, trustRoot=trustRoot)
+        endpoint = wrapClientTLS(tlsOptions, endpoint)
+
+    connected: list[_UpgradeClient] = []
+
+    def cancel(d: Deferred[UpgradeResult]) -> None:
+        attempt.cancel()
+        for client in connected:
+            if client.transport is not None:
+                client.transport.abortConnection()  # type: ignore[attr-defined]
+
+    done: Deferred[UpgradeResult] = Deferred(cancel)
+
+    def build() -> _UpgradeClient:
+        client = _UpgradeClient(request, offered, factory, done)
+        connected.append(client)
+        return client
+
+    attempt = endpoint.connect(Factory.forProtocol(build))
+    attempt.addErrback(lambda f: done.errback(f) if not done.called else None)
+
+    clock: IReactorTime = reactor
+    expired: list[bool] = []
+
+    def expire() -> None:
+        expired.append(True)
+        done.cancel()
+
+    timer = clock.callLater(timeout, expire)
+
+    def finished(result: Any) -> Any:
+        if timer.active():
+            timer.cancel()
+        if expired and isinstance(result, Failure) and result.check(CancelledError):
+            return Failure(UpgradeTimeout(f"no 101 from {url} within {timeout} s"))
+        return result
+
+    done.addBoth(finished)
+    return done
