@@ -148,3 +148,48 @@ def test_welcomePageWorksOnAUnixSocketAndNamesTheHostsPort() -> None:
     assert first.code == second.code == 200
     assert b"TCP:example.test:8443" in first.body
     assert b"TCP:example.test:80" in second.body
+
+
+def test_relayOptionParsesAndTakesTheTokenOver() -> None:
+    from upgradable.protocols.relay import RelayHandler
+    from upgradable.tap import buildRegistry
+
+    options = parse("--relay", "irc/6.9=tcp:127.0.0.1:6667", "--protocol", "irc")
+    assert options["relays"] == [(b"irc/6.9", "tcp:127.0.0.1:6667")]
+    registry = buildRegistry(options)
+    assert isinstance(registry.lookup((b"irc", b"6.9")), RelayHandler)
+    assert registry.products() == [b"irc/6.9"]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["IRC/6.9", "IRC/=tcp:x:1", "=tcp:x:1", "IRC/6.9="],
+    ids=["no-=", "bad", "no-token", "no-endpoint"],
+)
+def test_badRelaySpecsAreRefused(spec: str) -> None:
+    with pytest.raises(usage.UsageError, match="--relay"):
+        parse("--relay", spec)
+
+
+def test_aTokenIsRelayedOnlyOnce() -> None:
+    with pytest.raises(usage.UsageError, match="relayed already"):
+        parse("--relay", "X/1=tcp:a:1", "--relay", "x/1=tcp:b:2")
+
+
+def test_tunnelOptions() -> None:
+    from upgradable.tunnel import Options as TunnelOptions
+    from upgradable.tunnel import makeService as makeTunnel
+
+    with pytest.raises(usage.UsageError, match="--url"):
+        TunnelOptions().parseOptions(["--protocol", "IRC/6.9"])
+    with pytest.raises(usage.UsageError, match="--protocol is required"):
+        TunnelOptions().parseOptions(["--url", "http://x/"])
+    with pytest.raises(usage.UsageError, match="not a protocol product"):
+        TunnelOptions().parseOptions(["--url", "http://x/", "--protocol", "IRC/"])
+    options = TunnelOptions()
+    options.parseOptions(["--url", "https://x/", "--protocol", "IRC/6.9", "--user", "alice"])
+    assert options["listen"] == ["tcp:6667:interface=127.0.0.1"]
+    assert options["protocols"] == [b"IRC/6.9"]
+    assert len(list(makeTunnel(options))) == 1
+    [maker] = [m for m in getPlugins(IServiceMaker) if m.tapname == "upgradable-tunnel"]
+    assert maker.options is TunnelOptions

@@ -39,9 +39,11 @@ class Twistd:
 
 
 @contextmanager
-def twistd(*args: str, env: dict[str, str] | None = None) -> Iterator[Twistd]:
+def twistd(
+    *args: str, env: dict[str, str] | None = None, command: str = "upgradable"
+) -> Iterator[Twistd]:
     process = subprocess.Popen(
-        [*TWISTD, "--pidfile=", "-n", "upgradable", "--listen", f"tcp:0:interface={HOST}", *args],
+        [*TWISTD, "--pidfile=", "-n", command, "--listen", f"tcp:0:interface={HOST}", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
