@@ -1008,6 +1008,9 @@ class TestLogging:
         assert event["uri"] == "/chat"
         assert event["method"] == "GET"
         assert "peer" in event
+        from twisted.logger import formatEvent
+
+        assert formatEvent(event).startswith("Upgraded ")
         assert event["log_level"].name == "info"
 
 

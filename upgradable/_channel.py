@@ -53,7 +53,7 @@ _REQUEST_START = frozenset(
     b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz\r\n"
 )
 # Bytes that cannot appear in a valid Host value (RFC 9112 §3.2, RFC 3986).
-_NOT_IN_HOST = frozenset(b" \t,/@\\")
+_NOT_IN_HOST = b" \t,/@\\"
 
 # A module-level logger: events carry no reference to the channel, so an
 # observer that keeps events (the start-up buffer does) keeps no connection.
@@ -96,10 +96,8 @@ class UpgradableHTTPChannel(HTTPChannel):
 
     def dataReceived(self, data: bytes) -> None:
         super().dataReceived(data)
-        if not self.line_mode or self._failed:
-            return
         pending = self._buffer
-        if not pending:
+        if not pending or not self.line_mode or self._failed:
             return
         if not self._receivedHeaderSize and not self._inHeaders():
             # A request starts with a method (a token) or an empty line;
@@ -114,16 +112,6 @@ class UpgradableHTTPChannel(HTTPChannel):
         if self._receivedHeaderSize + len(pending) > self.totalHeadersSize:
             self._respondError(431 if self._inHeaders() else 414)
 
-    def lineReceived(self, line: bytes) -> None:
-        if self._failed:
-            return
-        # HTTPChannel answers an over-long head with a bare 400; a client
-        # learns more from 414/431 (RFC 9110 §15.5.15, RFC 6585 §5).
-        if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
-            self._respondError(431 if self._inHeaders() else 414)
-            return
-        super().lineReceived(line)
-
     def lineLengthExceeded(self, line: bytes) -> None:
         # LineReceiver's default drops the connection without a word.
         self._respondError(431 if self._inHeaders() else 414)
@@ -131,21 +119,17 @@ class UpgradableHTTPChannel(HTTPChannel):
     def _inHeaders(self) -> bool:
         return hasattr(self, "_command")
 
-    def headerReceived(self, line: bytes) -> bool:
-        if self._failed:
-            return False
-        if self._receivedHeaderCount >= self.maxHeaders:
-            self._respondError(431)
-            return False
-        return bool(super().headerReceived(line))
-
     def allHeadersReceived(self) -> None:
         request = self.requests[-1]
         if self._version == b"HTTP/1.1":
             # RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request
             # without a Host field or with more than one.
             hosts = request.requestHeaders.getRawHeaders(b"host")
-            if hosts is None or len(hosts) != 1 or any(c in _NOT_IN_HOST for c in hosts[0]):
+            if (
+                hosts is None
+                or len(hosts) != 1
+                or len(hosts[0].translate(None, _NOT_IN_HOST)) != len(hosts[0])
+            ):
                 self._respondError(400)
                 return
         super().allHeadersReceived()
@@ -160,14 +144,23 @@ class UpgradableHTTPChannel(HTTPChannel):
         # spaces, so "keep-alive,close" is missed (RFC 9110 §7.6.1).
         if version != b"HTTP/1.1":
             return False
-        options = connectionOptions(request.requestHeaders.getRawHeaders(b"connection", ()))
-        if b"close" in options:
+        values = request.requestHeaders.getRawHeaders(b"connection")
+        if values is None:
+            return True
+        if b"close" in connectionOptions(values):
             request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
             return False
         return True
 
     def _respondToBadRequestAndDisconnect(self) -> None:
-        self._respondError(400)
+        # HTTPChannel says 400 for everything; a client learns more from
+        # 414/431 when a size limit was hit (RFC 9110 §15.5.15, RFC 6585 §5).
+        if self._receivedHeaderSize > self.totalHeadersSize:
+            self._respondError(431 if self._inHeaders() else 414)
+        elif self._receivedHeaderCount > self.maxHeaders:
+            self._respondError(431)
+        else:
+            self._respondError(400)
 
     def _respondError(self, code: int) -> None:
         """
@@ -193,6 +186,10 @@ class UpgradableHTTPChannel(HTTPChannel):
 
     def allContentReceived(self) -> None:
         if self._failed:
+            return
+        # The common case first: no Upgrade field, nothing to decide.
+        if self.requests[-1].requestHeaders.getRawHeaders(b"upgrade") is None:
+            super().allContentReceived()
             return
         offered, offers = self._offers(self.requests[-1])
         if not offers:
@@ -220,8 +217,8 @@ class UpgradableHTTPChannel(HTTPChannel):
             headers=request.requestHeaders,
             body=body,
             offered=tuple(product.raw for product in offered),
-            peer=self.transport.getPeer(),
-            host=self.transport.getHost(),
+            peer=request.client,
+            host=request.host,
             secure=self.isSecure(),
             site=getattr(self, "site", None),
         )
@@ -423,9 +420,11 @@ class UpgradableHTTPChannel(HTTPChannel):
         log = getattr(self.factory, "log", None)
         if log is not None:
             log(request)
+        # The peer address is rendered only by an observer that formats the
+        # event (its repr is the costly part).
         _log.info(
             "Upgraded {peer} to {product} ({method} {uri})",
-            peer=str(upgradeRequest.peer),
+            peer=upgradeRequest.peer,
             product=product.raw.decode("ascii"),
             method=upgradeRequest.method.decode("ascii"),
             uri=upgradeRequest.uri.decode("ascii", "replace"),
@@ -480,7 +479,10 @@ class UpgradableHTTPChannel(HTTPChannel):
     # -- advertising ------------------------------------------------------
 
     def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Headers) -> None:
-        if self.advertise and self.registry and isinstance(headers, Headers):
+        if not self.advertise:
+            super().writeHeaders(version, code, reason, headers)
+            return
+        if self.registry and isinstance(headers, Headers):
             connection = headers.getRawHeaders(b"connection", ())
             options = connectionOptions(connection)
             if b"close" not in options and not headers.hasHeader(b"upgrade"):
