@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import requirePeer
+from .ircchat import EXPECTED, chat
 from .test_twistd import HOST, twistd
 
 
@@ -81,8 +82,6 @@ def ngircd(tmp: Path) -> Iterator[int]:
 
 
 def test_unmodifiedIRCClientsReachNgircdThroughTunnelAndRelay(tmp_path: Path) -> None:
-    import irc.client
-
     with (
         ngircd(tmp_path) as ircPort,
         twistd("--relay", f"IRC/6.9=tcp:{HOST}:{ircPort}") as server,
@@ -90,37 +89,8 @@ def test_unmodifiedIRCClientsReachNgircdThroughTunnelAndRelay(tmp_path: Path) ->
                command="upgradable-tunnel") as tunnel,
     ):  # fmt: skip
         assert "Relay for IRC/6.9 takes it over from protocol irc" in server.log()
-        reactor = irc.client.Reactor()
         # Plain connections to the tunnel's port: the clients know nothing of HTTP.
-        alice = reactor.server().connect(HOST, tunnel.port, "alice")
-        bob = reactor.server().connect(HOST, tunnel.port, "bob")
-        joined: set[str] = set()
-        heard: list[tuple[str, str, str]] = []
-
-        def onWelcome(connection: irc.client.ServerConnection, event: irc.client.Event) -> None:
-            connection.join("#test")
-
-        def onJoin(connection: irc.client.ServerConnection, event: irc.client.Event) -> None:
-            if event.source.nick == connection.get_nickname():
-                joined.add(event.source.nick)
-            if joined == {"alice", "bob"}:
-                joined.add("done")
-                alice.privmsg("#test", "hello channel")
-                alice.privmsg("bob", "hello bob")
-
-        def onMessage(connection: irc.client.ServerConnection, event: irc.client.Event) -> None:
-            heard.append((connection.get_nickname(), event.target, event.arguments[0]))
-
-        reactor.add_global_handler("welcome", onWelcome)
-        reactor.add_global_handler("join", onJoin)
-        reactor.add_global_handler("pubmsg", onMessage)
-        reactor.add_global_handler("privmsg", onMessage)
-        deadline = time.monotonic() + 20
-        while len(heard) < 2 and time.monotonic() < deadline:
-            reactor.process_once(0.1)
-        alice.disconnect()
-        bob.disconnect()
-        assert sorted(heard) == [("bob", "#test", "hello channel"), ("bob", "bob", "hello bob")]
+        assert chat(HOST, tunnel.port) == EXPECTED
         assert "upgraded to IRC/6.9" in tunnel.log()
 
 

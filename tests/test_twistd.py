@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import requirePeer
+from .ircchat import EXPECTED, chat
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -105,50 +106,12 @@ def test_startUpLogsNameAddressesAndProtocols() -> None:
 
 
 def test_twoIRCClientsFromPyPIChatThroughTheUpgrade() -> None:
-    import irc.client
-
     with twistd() as server:
 
         def connectFactory(address: tuple[str, int]) -> socket.socket:
             return upgradedSocket(address[1], b"IRC/6.9")
 
-        reactor = irc.client.Reactor()
-        alice = reactor.server().connect(HOST, server.port, "alice", connect_factory=connectFactory)
-        bob = reactor.server().connect(HOST, server.port, "bob", connect_factory=connectFactory)
-        joined: set[str] = set()
-        heard: list[tuple[str, str, str]] = []
-
-        def onWelcome(connection: irc.client.ServerConnection, event: irc.client.Event) -> None:
-            connection.join("#test")
-
-        def onJoin(connection: irc.client.ServerConnection, event: irc.client.Event) -> None:
-            # Each client sees its own JOIN once the server has added it.
-            if event.source.nick == connection.get_nickname():
-                joined.add(event.source.nick)
-            if joined == {"alice", "bob"}:
-                joined.add("done")
-                alice.privmsg("#test", "hello channel")
-                alice.privmsg("bob", "hello bob")
-
-        def onMessage(connection: irc.client.ServerConnection, event: irc.client.Event) -> None:
-            heard.append((connection.get_nickname(), event.target, event.arguments[0]))
-            if event.target == "bob":
-                bob.privmsg("alice", "hello alice")
-
-        reactor.add_global_handler("welcome", onWelcome)
-        reactor.add_global_handler("join", onJoin)
-        reactor.add_global_handler("pubmsg", onMessage)
-        reactor.add_global_handler("privmsg", onMessage)
-        deadline = time.monotonic() + 15
-        while len(heard) < 3 and time.monotonic() < deadline:
-            reactor.process_once(0.1)
-        alice.disconnect()
-        bob.disconnect()
-        assert sorted(heard) == [
-            ("alice", "alice", "hello alice"),
-            ("bob", "#test", "hello channel"),
-            ("bob", "bob", "hello bob"),
-        ]
+        assert chat(HOST, server.port, connectFactory) == EXPECTED
 
 
 def test_echoReturnsTenMegabytesByteExact() -> None:
