@@ -31,7 +31,7 @@ from upgradable.protocols.echo import EchoFactory
 
 from .conftest import requirePeer
 from .helpers import ScriptedHandler
-from .test_integration import HOST, Page, certificate  # noqa: F401
+from .test_integration import HOST, Page
 
 
 class Collector(Protocol):
@@ -114,7 +114,7 @@ async def test_bytesRightAfterThe101ReachTheProtocol() -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_upgradeOverTLSChecksTheCertificate(certificate: Path) -> None:  # noqa: F811
+async def test_upgradeOverTLSChecksTheCertificate(certificate: Path) -> None:
     port = await ourServer(f"ssl:0:interface={HOST}:privateKey={certificate}")
     try:
         url = f"https://{HOST}:{port.getHost().port}/"
@@ -273,3 +273,41 @@ async def test_nghttpxDecliningIsAnUpgradeFailed(nghttpx: int) -> None:
         )
     assert failed.value.status == 200
     assert failed.value.body == b"plain page\n"
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "body"),
+    [
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+         200, b"hello"),
+        (b"HTTP/1.1 304 Not Modified\r\nETag: x\r\n\r\n", 304, b""),
+        (b"HTTP/1.1 204 No Content\r\n\r\n", 204, b""),
+    ],
+    ids=["chunked", "304", "204"],
+)  # fmt: skip
+@pytest_twisted.ensureDeferred
+async def test_refusalsWithoutContentLengthEndWithoutWaitingForTheClose(
+    answer: bytes, status: int, body: bytes
+) -> None:
+    Canned.answer = answer  # the server keeps the connection open
+    port = await serverFromString(reactor, f"tcp:0:interface={HOST}").listen(
+        Factory.forProtocol(Canned)
+    )
+    try:
+        url = f"http://{HOST}:{port.getHost().port}/"
+        with pytest.raises(UpgradeFailed) as failed:
+            await upgrade(reactor, url, [b"x"], Factory.forProtocol(Collector), timeout=5)
+        assert (failed.value.status, failed.value.body) == (status, body)
+    finally:
+        await port.stopListening()
+
+
+def test_timeoutWhileConnectingIsAnUpgradeTimeout() -> None:
+    from twisted.internet.testing import MemoryReactorClock
+
+    clock = MemoryReactorClock()
+    d = upgrade(clock, "http://127.0.0.1:9/", [b"x"], Factory.forProtocol(Collector), timeout=5)
+    failures: list[Failure] = []
+    d.addErrback(failures.append)
+    clock.advance(6)
+    assert failures and failures[0].check(UpgradeTimeout)

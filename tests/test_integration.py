@@ -5,7 +5,6 @@ with Python sockets and with real third-party clients (curl, socat, openssl).
 
 from __future__ import annotations
 
-import datetime
 import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -14,10 +13,6 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from twisted.internet import reactor, threads
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
@@ -33,38 +28,6 @@ from .conftest import requirePeer
 from .helpers import ECHO_REQ, IRC_REQ, RecordingFactory, ScriptedHandler, parseResponses
 
 HOST = "127.0.0.1"
-
-
-@pytest.fixture(scope="session")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A self-signed certificate and key for 127.0.0.1, in one PEM file."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(__import__("ipaddress").ip_address(HOST))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    path = tmp_path_factory.mktemp("tls") / "server.pem"
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-        + cert.public_bytes(serialization.Encoding.PEM)
-    )
-    return path
 
 
 class Page(Resource):

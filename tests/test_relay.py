@@ -21,7 +21,14 @@ from upgradable.protocols.echo import EchoFactory
 from upgradable.protocols.relay import RelayHandler
 
 from .helpers import IRC_REQ
-from .test_integration import HOST, Page, connect, inThread, readExactly, readUntilClosed
+from .test_integration import (
+    HOST,
+    Page,
+    connect,
+    inThread,
+    readExactly,
+    readUntilClosed,
+)
 
 SWITCH = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: IRC/6.9\r\n\r\n"
 
@@ -128,6 +135,68 @@ async def test_largeTransferIsByteExactThroughTheRelay() -> None:
 
     try:
         assert await inThread(pump, front.getHost().port) == payload
+    finally:
+        await front.stopListening()
+        await backend.stopListening()
+
+
+def test_aBackendThatNeverConnectsGets503() -> None:
+    """A real endpoint cancelled by the timeout fails with ConnectingCancelledError."""
+    from twisted.internet.defer import ensureDeferred
+    from twisted.internet.endpoints import clientFromString
+    from twisted.internet.testing import MemoryReactorClock
+
+    from upgradable import Reject
+
+    clock = MemoryReactorClock()
+    handler = RelayHandler(clock, clientFromString(clock, "tcp:127.0.0.1:6667"), "b", timeout=10)
+    request = upgradeRequest()
+    results: list[object] = []
+    ensureDeferred(handler.upgrade(request, b"IRC/6.9")).addBoth(results.append)
+    clock.advance(10)
+    [decision] = results
+    assert isinstance(decision, Reject) and decision.code == 503
+
+
+def upgradeRequest() -> Any:
+    from twisted.internet.address import IPv4Address
+    from twisted.web.http_headers import Headers
+
+    from upgradable import UpgradeRequest
+
+    peer = IPv4Address("TCP", "127.0.0.1", 1)
+    return UpgradeRequest(b"GET", b"/", b"/", b"HTTP/1.1", Headers(), b"", (b"IRC/6.9",),
+                          peer, peer, False)  # fmt: skip
+
+
+def tlsTalk(port: int) -> bytes:
+    import ssl
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    raw = socket.create_connection((HOST, port), timeout=10)
+    # suppress_ragged_eofs=False: a TLS session cut short raises SSLEOFError.
+    with context.wrap_socket(raw, suppress_ragged_eofs=False) as sock:
+        sock.sendall(IRC_REQ + b"quit\r\n")
+        return readUntilClosed(sock)
+
+
+@pytest_twisted.ensureDeferred
+async def test_backendCloseOverTLSEndsTheTLSSessionCleanly(certificate: Any, logged: Any) -> None:
+    backend = await serverFromString(reactor, f"tcp:0:interface={HOST}").listen(
+        Factory.forProtocol(Greeter)
+    )
+    registry = UpgradeRegistry()
+    endpoint = TCP4ClientEndpoint(reactor, HOST, backend.getHost().port)
+    registry.register(b"IRC/6.9", RelayHandler(reactor, endpoint, "backend"))
+    front = await serverFromString(
+        reactor, f"ssl:0:interface={HOST}:privateKey={certificate}"
+    ).listen(UpgradableSite(Page(), registry))
+    try:
+        out = await inThread(tlsTalk, front.getHost().port)
+        assert out == SWITCH + b":backend NOTICE * :hello\r\nQUIT\r\n"
+        assert logged.failures(Exception) == []
     finally:
         await front.stopListening()
         await backend.stopListening()

@@ -118,6 +118,8 @@ def test_invalidHandshakesNeverSwitch(change: tuple[bytes, bytes], code: int) ->
         assert responses[0].header(b"allow") == [b"GET"]
     if code == 426:
         assert responses[0].header(b"sec-websocket-version") == [b"13"]
+        # RFC 9110 §15.5.22: a 426 carries Upgrade.
+        assert responses[0].header(b"upgrade") == [b"websocket"]
 
 
 def test_caseInsensitiveHandshakeAndTokenLists() -> None:
@@ -236,3 +238,44 @@ def test_pathWithoutApplicationIsDeclined() -> None:
     server = wsServer()
     server.send(WS_REQ.replace(b"/chat", b"/elsewhere"))
     assert parseResponses(server.output())[0][0].code == 200
+
+
+def test_bareDeflateOfferIsAccepted() -> None:
+    """RFC 7692 §5: an offer without parameters gets a bare answer."""
+    server = wsServer()
+    server.send(WS_REQ[:-2] + b"Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n")
+    [switch], _ = parseResponses(server.output())
+    assert switch.header(b"sec-websocket-extensions") == [b"permessage-deflate"]
+
+
+def test_compressedMessagesCannotInflatePastTheLimit() -> None:
+    """A small compressed frame that would inflate to 10 MB is closed with 1009."""
+    import zlib
+
+    server = wsServer(maxMessageSize=1000)
+    server.send(WS_REQ[:-2] + b"Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n")
+    server.clear()
+    compressor = zlib.compressobj(wbits=-15)
+    bomb = compressor.compress(b"\0" * 10_000_000) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    assert len(bomb) < 20_000
+    frame = mask(bomb[:-4], opcode=0x2)
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        server.send(bytes([frame[0] | 0x40]) + frame[1:])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2_000_000, f"inflating took {peak} bytes"
+    out = server.clear()
+    assert out[0] == 0x88 and out[2:4] == b"\x03\xf1"  # close 1009
+    assert server.closed
+    assert Echo.instances[-1].received == []
+
+
+def test_bytesAfterTheCloseAreIgnored() -> None:
+    """Over TLS bytes can still arrive after the close; they must not raise."""
+    server = wsServer()
+    server.send(WS_REQ, WS_CLOSE_MASKED, WS_HELLO_MASKED)
+    assert server.closed

@@ -29,7 +29,6 @@ from upgradable.tap import installedPlugins
 from .conftest import requirePeer
 from .test_integration import (
     HOST,
-    certificate,  # noqa: F401  (fixture)
     connect,
     inThread,
     readExactly,
@@ -196,7 +195,7 @@ def closeOverTLS(port: int) -> bytes:
 
 
 @pytest_twisted.ensureDeferred
-async def test_serverInitiatedCloseOverTLSReallyCloses(certificate: Path) -> None:  # noqa: F811
+async def test_serverInitiatedCloseOverTLSReallyCloses(certificate: Path) -> None:
     import time
 
     port = await listen(f"ssl:0:interface={HOST}:privateKey={certificate}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, ISSLTransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -34,6 +34,7 @@ class RelaySide(Protocol):
         self.connected = False
         self.readDone = False
         self.gone = False
+        self.closing = False
 
     @property
     def partner(self) -> RelaySide:
@@ -56,7 +57,9 @@ class RelaySide(Protocol):
         partner = self.partner
         if not self.relay.started:
             return
-        if partner.readDone:
+        if partner.readDone or ISSLTransport.providedBy(partner.transport):
+            # TLS has no half-close: shutting the socket's write side under
+            # it would cut the TLS session short. Close after the flush.
             self.relay.close()
         elif hasattr(partner.transport, "loseWriteConnection"):
             partner.transport.loseWriteConnection()
@@ -87,10 +90,10 @@ class Relay:
         self.closed = False
 
     def sideConnected(self) -> None:
-        if self.started or not (self.a.connected and self.b.connected):
+        if self.closed or self.a.gone or self.b.gone:
+            self.close()  # a side that connects after the other left is closed too
             return
-        if self.a.gone or self.b.gone:
-            self.close()
+        if self.started or not (self.a.connected and self.b.connected):
             return
         self.started = True
         for side in (self.a, self.b):
@@ -107,10 +110,9 @@ class Relay:
 
     def close(self) -> None:
         """Close both sides (each flushes what it has to write first)."""
-        if self.closed:
-            return
         self.closed = True
         for side in (self.a, self.b):
-            if side.connected and not side.gone and side.transport is not None:
+            if side.connected and not side.gone and not side.closing:
+                side.closing = True
                 side.transport.unregisterProducer()
                 side.transport.loseConnection()

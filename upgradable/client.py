@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import TimeoutError
 from twisted.internet.interfaces import (
@@ -93,6 +93,8 @@ class _UpgradeClient(Protocol):
         self.buffer = b""
         self.failure: UpgradeFailed | None = None
         self.expectedBody: int | None = None
+        self.chunked = False
+        self.method = request.split(b" ", 1)[0]
         self.protocol: IProtocol | None = None
 
     def connectionMade(self) -> None:
@@ -165,12 +167,23 @@ class _UpgradeClient(Protocol):
     def _refused(self, status: int, headers: Headers, reason: str) -> None:
         self.failure = UpgradeFailed(status, headers, b"", reason)
         lengths = headers.getRawHeaders(b"content-length")
-        if lengths and lengths[0].isdigit():
+        if status in (204, 304) or self.method == b"HEAD":
+            self.expectedBody = 0  # RFC 9112 §6.3: these responses have no body
+        elif b"chunked" in connectionOptions(headers.getRawHeaders(b"transfer-encoding", ())):
+            self.chunked = True
+        elif lengths and lengths[0].isdigit():
             self.expectedBody = int(lengths[0])
         self._collectErrorBody()
 
     def _collectErrorBody(self) -> None:
         assert self.failure is not None
+        if self.chunked:
+            body = _dechunk(self.buffer)
+            if body is not None:
+                self._finishFailure(body[:_MAX_ERROR_BODY])
+            elif len(self.buffer) >= _MAX_ERROR_BODY:
+                self._finishFailure(b"")
+            return
         if self.expectedBody is not None and len(self.buffer) >= self.expectedBody:
             self._finishFailure(self.buffer[: self.expectedBody])
         elif len(self.buffer) >= _MAX_ERROR_BODY:
@@ -205,6 +218,25 @@ class _UpgradeClient(Protocol):
                 UpgradeFailed(0, Headers(), self.buffer[:_MAX_ERROR_BODY],
                               f"connection lost before the 101: {reason.getErrorMessage()}")
             )  # fmt: skip
+
+
+def _dechunk(data: bytes) -> bytes | None:
+    """The body of a complete chunked message in ``data``, or None if incomplete."""
+    body: list[bytes] = []
+    while True:
+        line, sep, rest = data.partition(b"\r\n")
+        if not sep:
+            return None
+        try:
+            size = int(line.split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            return b"".join(body)  # malformed: keep what was understood
+        if size == 0:
+            return b"".join(body)
+        if len(rest) < size + 2:
+            return None
+        body.append(rest[:size])
+        data = rest[size + 2 :]
 
 
 def _parseHead(head: bytes) -> tuple[int, Headers]:
@@ -325,7 +357,9 @@ def upgrade(
     def finished(result: Any) -> Any:
         if timer.active():
             timer.cancel()
-        if expired and isinstance(result, Failure) and result.check(CancelledError):
+        if expired and isinstance(result, Failure):
+            # Whatever the cancellation turned into (CancelledError while
+            # waiting for the 101, ConnectingCancelledError while connecting).
             return Failure(UpgradeTimeout(f"no 101 from {url} within {timeout} s"))
         return result
 

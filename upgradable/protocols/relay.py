@@ -55,12 +55,18 @@ class RelayHandler:
             return Decline()
         relay = Relay()
         attempt = self.endpoint.connect(Factory.forProtocol(lambda: relay.b))
-        timer = self.reactor.callLater(self.timeout, attempt.cancel)
+        timedOut: list[bool] = []
+
+        def expire() -> None:
+            timedOut.append(True)
+            attempt.cancel()
+
+        timer = self.reactor.callLater(self.timeout, expire)
         try:
             await attempt
-        except CancelledError:
-            if timer.active():
-                raise  # the client went away: stop connecting
+        except (CancelledError, error.ConnectingCancelledError):
+            if not timedOut:
+                raise CancelledError() from None  # the client went away: stop connecting
             _log.warn(
                 "Backend {backend} did not answer in {timeout} s",
                 backend=self.description,

@@ -32,6 +32,7 @@ Policies:
 from __future__ import annotations
 
 import binascii
+import zlib
 from base64 import b64decode
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -49,6 +50,7 @@ from wsproto.events import (
     TextMessage,
 )
 from wsproto.extensions import Extension, PerMessageDeflate
+from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError, generate_accept_token
 from zope.interface import implementer
 
@@ -142,6 +144,8 @@ class _WebSocketConnection(Protocol):
         self.app.connectionOpened()
 
     def dataReceived(self, data: bytes) -> None:
+        if self.ws.state is ConnectionState.CLOSED:
+            return  # closed: TLS may still deliver bytes until the peer's close_notify
         self.ws.receive_data(data)
         for event in self.ws.events():
             if isinstance(event, Message):
@@ -150,7 +154,7 @@ class _WebSocketConnection(Protocol):
                 self.sendEvent(event.response())
             elif isinstance(event, CloseConnection):
                 self._closedCode, self._closedReason = event.code, event.reason or ""
-                if self.ws.state is not ConnectionState.CLOSED:
+                if self.ws.state is not ConnectionState.CLOSED:  # type: ignore[comparison-overlap]
                     # Answer the peer's close, or fail the connection after a
                     # protocol error (RFC 6455 §7.1.7: 1002, 1007, ...).
                     self.sendEvent(CloseConnection(code=event.code, reason=event.reason))
@@ -280,9 +284,14 @@ class WebSocketHandler:
             return Reject(400, body=b"exactly one Sec-WebSocket-Version is required\n")
         if versions[0].strip() != b"13":
             # RFC 6455 §4.2.2: name the versions this server understands.
+            # RFC 9110 §15.5.22: a 426 names what to upgrade to.
             return Reject(
                 426,
-                [(b"Sec-WebSocket-Version", b"13")],
+                [
+                    (b"Sec-WebSocket-Version", b"13"),
+                    (b"Upgrade", b"websocket"),
+                    (b"Connection", b"Upgrade"),
+                ],
                 b"unsupported Sec-WebSocket-Version\n",
             )
         keys = headers.getRawHeaders(b"sec-websocket-key")
@@ -310,7 +319,7 @@ class WebSocketHandler:
         extensions: list[Extension] = []
         if self.compression:
             offers = headers.getRawHeaders(b"sec-websocket-extensions", [])
-            accepted = _acceptDeflate(offers)
+            accepted = _acceptDeflate(offers, self.maxMessageSize)
             if accepted is not None:
                 extension, value = accepted
                 extensions.append(extension)
@@ -340,16 +349,49 @@ def _splitList(values: Sequence[bytes]) -> list[str]:
     return [element.decode("latin-1") for element in splitList(values)]
 
 
-def _acceptDeflate(offers: Sequence[bytes]) -> tuple[Extension, str] | None:
+class _BoundedDeflate(PerMessageDeflate):
+    """
+    permessage-deflate that never inflates a message past the size limit:
+    wsproto's own inflates each chunk in full first, so a small compressed
+    frame could grow to hundreds of megabytes before any size check.
+    """
+
+    def __init__(self, maxMessageSize: int) -> None:
+        super().__init__()
+        self.maxMessageSize = maxMessageSize
+        self._inflated = 0
+
+    def frame_inbound_payload_data(self, proto: Any, data: bytes) -> bytes | CloseReason:
+        if not self._inbound_compressed or not self._inbound_is_compressible:
+            return data
+        assert self._decompressor is not None
+        room = self.maxMessageSize - self._inflated + 1
+        try:
+            out = self._decompressor.decompress(bytes(data), room)
+        except zlib.error:
+            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+        self._inflated += len(out)
+        if self._inflated > self.maxMessageSize or self._decompressor.unconsumed_tail:
+            return CloseReason.MESSAGE_TOO_BIG
+        return out
+
+    def frame_inbound_complete(self, proto: Any, fin: bool) -> bytes | CloseReason | None:
+        if fin:
+            self._inflated = 0
+        return super().frame_inbound_complete(proto, fin)
+
+
+def _acceptDeflate(offers: Sequence[bytes], maxMessageSize: int) -> tuple[Extension, str] | None:
     for text in _splitList(offers):
         if text.split(";", 1)[0].strip() != PerMessageDeflate.name:
             continue
-        extension = PerMessageDeflate()
+        extension = _BoundedDeflate(maxMessageSize)
         try:
             accepted = extension.accept(text)
         except (ValueError, KeyError, TypeError):
             continue
-        if accepted is True:
+        if accepted is True or accepted == "":
+            # A bare offer is accepted with a bare answer (RFC 7692 §5).
             return extension, extension.name
         if accepted:
             return extension, f"{extension.name}; {accepted}"
