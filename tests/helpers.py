@@ -128,6 +128,7 @@ class Server:
     advertise: bool = False
     timeout: float = 60
     clock: Clock = field(default_factory=Clock)
+    limits: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.site = UpgradableSite(
@@ -136,6 +137,7 @@ class Server:
             advertise=self.advertise,
             timeout=self.timeout,
             reactor=self.clock,
+            **self.limits,
         )
         self.protocol = self.site.buildProtocol(None)
         self.transport = StringTransport()

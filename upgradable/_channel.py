@@ -45,7 +45,7 @@ from ._status import reasonPhrase
 from ._tokens import Product, connectionOptions, parseUpgrade
 from .interfaces import IUpgradeHandler
 
-__all__ = ["UpgradableHTTPChannel"]
+__all__ = ["UpgradableHTTPChannel", "UpgradeLimits"]
 
 _Offer = tuple[Product, IUpgradeHandler]
 
@@ -58,6 +58,44 @@ _NOT_IN_HOST = b" \t,/@\\"
 # A module-level logger: events carry no reference to the channel, so an
 # observer that keeps events (the start-up buffer does) keeps no connection.
 _log = Logger()
+
+
+class UpgradeLimits:
+    """
+    What a channel allows; shared by the channels of one site, which count
+    their upgraded connections here.
+
+    :param maxUpgraded: at most this many upgraded connections at once;
+        beyond it an upgrade request gets ``503`` with ``Retry-After``.
+    :param handshakeTimeout: seconds from a request's first byte until it is
+        complete and, if it asks to upgrade, decided: a request still
+        arriving gets ``408``, a handler still deciding is cancelled and the
+        request gets ``503``; both then close.
+    :param maxUpgradeBody: largest body an upgrade request may carry
+        (``413`` beyond it).
+    """
+
+    def __init__(
+        self,
+        maxUpgraded: int | None = None,
+        handshakeTimeout: float | None = None,
+        maxUpgradeBody: int | None = None,
+    ) -> None:
+        self.maxUpgraded = maxUpgraded
+        self.handshakeTimeout = handshakeTimeout
+        self.maxUpgradeBody = maxUpgradeBody
+        self.upgraded = 0
+
+    def track(self, protocol: IProtocol) -> None:
+        """Count ``protocol`` as upgraded until its connection is lost."""
+        self.upgraded += 1
+        lost = protocol.connectionLost
+
+        def connectionLost(reason: Failure = connectionDone) -> None:
+            self.upgraded -= 1
+            lost(reason)
+
+        protocol.connectionLost = connectionLost  # type: ignore[method-assign]
 
 
 def _discard(data: bytes) -> None:
@@ -79,22 +117,40 @@ class UpgradableHTTPChannel(HTTPChannel):
     :param registry: the protocols this channel may switch to.
     :param advertise: list the registered products in an ``Upgrade`` field
         (with ``Connection: Upgrade``) on ordinary responses (RFC 9110 §7.8).
+    :param limits: the limits it enforces; by default none.
     """
 
     # The transport of a connected channel; HTTPChannel types it as Optional.
     transport: Any
 
-    def __init__(self, registry: UpgradeRegistry | None = None, advertise: bool = False) -> None:
+    def __init__(
+        self,
+        registry: UpgradeRegistry | None = None,
+        advertise: bool = False,
+        limits: UpgradeLimits | None = None,
+    ) -> None:
         super().__init__()
         self.registry = registry if registry is not None else UpgradeRegistry()
         self.advertise = advertise
+        self.limits = limits if limits is not None else UpgradeLimits()
         self._failed = False
         self._lost = False
+        self._expired = False
         self._pending: Deferred[Any] | None = None
+        self._deadline: Any = None
 
     # -- request parsing: answer what HTTPChannel closes silently ---------
 
     def dataReceived(self, data: bytes) -> None:
+        if (
+            self._deadline is None
+            and self.limits.handshakeTimeout is not None
+            and self.line_mode
+            and not self._handlingRequest
+        ):
+            # The first byte of a request: it has this long to be complete
+            # (and decided, if it asks to upgrade). Slowloris ends here.
+            self._deadline = self.callLater(self.limits.handshakeTimeout, self._deadlinePassed)
         super().dataReceived(data)
         pending = self._buffer
         if not pending or not self.line_mode or self._failed:
@@ -132,6 +188,16 @@ class UpgradableHTTPChannel(HTTPChannel):
             ):
                 self._respondError(400)
                 return
+        limit = self.limits.maxUpgradeBody
+        if (
+            limit is not None
+            and self.length is not None
+            and self.length > limit
+            and request.requestHeaders.getRawHeaders(b"upgrade") is not None
+            and self._offers(request)[1]
+        ):
+            self._respondError(413)
+            return
         super().allHeadersReceived()
 
     def rawDataReceived(self, data: bytes) -> None:
@@ -170,6 +236,7 @@ class UpgradableHTTPChannel(HTTPChannel):
         if self._failed:
             return
         self._failed = True
+        self._stopDeadline()
         self.dataReceived = _discard  # type: ignore[method-assign]
         self._dataBuffer = []
         self.clearLineBuffer()
@@ -189,11 +256,17 @@ class UpgradableHTTPChannel(HTTPChannel):
             return
         # The common case first: no Upgrade field, nothing to decide.
         if self.requests[-1].requestHeaders.getRawHeaders(b"upgrade") is None:
+            self._stopDeadline()
             super().allContentReceived()
             return
         offered, offers = self._offers(self.requests[-1])
         if not offers:
+            self._stopDeadline()
             super().allContentReceived()
+            return
+        limit = self.limits.maxUpgradeBody
+        if limit is not None and self.requests[-1].content.tell() > limit:
+            self._respondError(413)  # a chunked body that outgrew the limit
             return
         request = self.requests[-1]
         command, path, version = self._command, self._path, self._version
@@ -256,6 +329,10 @@ class UpgradableHTTPChannel(HTTPChannel):
         Ask the handlers of ``offers[index:]`` in turn until one accepts or
         rejects; if all decline, serve the request as plain HTTP.
         """
+        if index == 0 and self._full():
+            self._stopDeadline()
+            self._busy(request)
+            return
         while index < len(offers):
             product, handler = offers[index]
             try:
@@ -278,7 +355,36 @@ class UpgradableHTTPChannel(HTTPChannel):
             if not self._apply(request, upgradeRequest, product, handler, result):
                 return
             index += 1
+        self._stopDeadline()
         request.requestReceived(request.method, request.uri, request.clientproto)
+
+    def _full(self) -> bool:
+        limit = self.limits.maxUpgraded
+        return limit is not None and self.limits.upgraded >= limit
+
+    def _busy(self, request: Request) -> None:
+        # Never a 101 beyond the limit: 503 with a hint when to come back.
+        self._respond(request, 503, reasonPhrase(503), [(b"Retry-After", b"1")],
+                      b"Too many upgraded connections\n", False)  # fmt: skip
+
+    def _deadlinePassed(self) -> None:
+        self._deadline = None
+        if self._lost or self._failed:
+            return
+        _log.info("Request from {peer} not complete and decided in {timeout} s; closing",
+                  peer=self.transport.getPeer(), timeout=self.limits.handshakeTimeout)  # fmt: skip
+        if self._pending is not None:
+            # The handler did not answer in time: cancel it, answer 503.
+            self._expired = True
+            self._pending.cancel()
+        else:
+            self._respondError(408)
+
+    def _stopDeadline(self) -> None:
+        if self._deadline is not None:
+            if self._deadline.active():
+                self._deadline.cancel()
+            self._deadline = None
 
     def _decided(
         self,
@@ -291,6 +397,7 @@ class UpgradableHTTPChannel(HTTPChannel):
         self._pending = None
         if self._lost:
             return
+        self._stopDeadline()
         product, handler = offers[index]
         if self._apply(request, upgradeRequest, product, handler, decision):
             self._tryOffers(request, upgradeRequest, offers, index + 1)
@@ -305,6 +412,11 @@ class UpgradableHTTPChannel(HTTPChannel):
         self, failure: Failure, request: Request, product: Product, handler: IUpgradeHandler
     ) -> None:
         self._pending = None
+        if self._expired and failure.check(CancelledError):
+            self._respond(request, 503, reasonPhrase(503), [(b"Retry-After", b"5")],
+                          b"The upgrade was not decided in time\n", True)  # fmt: skip
+            return
+        self._stopDeadline()
         if self._lost:
             if not failure.check(CancelledError):
                 _log.failure(
@@ -330,7 +442,10 @@ class UpgradableHTTPChannel(HTTPChannel):
         if isinstance(decision, Decline):
             return True
         if isinstance(decision, Accept):
-            self._switch(request, upgradeRequest, product, decision)
+            if self._full():
+                self._busy(request)  # filled up while the handler was deciding
+            else:
+                self._switch(request, upgradeRequest, product, decision)
         elif isinstance(decision, Reject):
             self._respond(
                 request,
@@ -390,6 +505,9 @@ class UpgradableHTTPChannel(HTTPChannel):
     ) -> None:
         protocol = accept.protocol
         transport = self.transport
+        self._stopDeadline()
+        if self.limits.maxUpgraded is not None:
+            self.limits.track(protocol)
 
         # Nothing of HTTP may act on the connection any more: no idle timer,
         # no producer registration (the new protocol may register its own),
@@ -471,6 +589,7 @@ class UpgradableHTTPChannel(HTTPChannel):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
+        self._stopDeadline()
         if self._pending is not None:
             pending, self._pending = self._pending, None
             pending.cancel()

@@ -10,7 +10,7 @@ from twisted.web.http import _GenericHTTPChannelProtocol
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 
-from ._channel import UpgradableHTTPChannel
+from ._channel import UpgradableHTTPChannel, UpgradeLimits
 from ._registry import UpgradeRegistry
 
 __all__ = ["UpgradableSite"]
@@ -25,6 +25,13 @@ class UpgradableSite(Site):
     :param registry: the protocols to switch to.
     :param advertise: list the registered products in ``Upgrade`` on
         ordinary responses.
+    :param maxUpgraded: at most this many upgraded connections at once
+        (``503`` with ``Retry-After`` beyond); None: no limit.
+    :param handshakeTimeout: seconds a request may take, from its first byte,
+        to arrive and be decided (``408``, or ``503`` for a handler that does
+        not answer); None: only Twisted's idle timeout applies.
+    :param maxUpgradeBody: largest upgrade request body (``413``); None: no
+        limit beyond Twisted's.
     :param siteOptions: passed on to :class:`~twisted.web.server.Site`
         (``logPath``, ``timeout``, ``logFormatter``, ``reactor``, ...).
     """
@@ -35,15 +42,19 @@ class UpgradableSite(Site):
         registry: UpgradeRegistry,
         *,
         advertise: bool = False,
+        maxUpgraded: int | None = None,
+        handshakeTimeout: float | None = None,
+        maxUpgradeBody: int | None = None,
         **siteOptions: Any,
     ) -> None:
         super().__init__(resource, **siteOptions)
         self.registry = registry
         self.advertise = advertise
+        self.limits = UpgradeLimits(maxUpgraded, handshakeTimeout, maxUpgradeBody)
 
     def protocol(self) -> _GenericHTTPChannelProtocol:
         return _GenericHTTPChannelProtocol(
-            UpgradableHTTPChannel(self.registry, advertise=self.advertise)
+            UpgradableHTTPChannel(self.registry, advertise=self.advertise, limits=self.limits)
         )
 
     def startFactory(self) -> None:

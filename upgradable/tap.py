@@ -66,6 +66,29 @@ class Options(usage.Options, AuthOptionMixin):
             str,
         ],
         ["realm", None, "upgradable", "The realm named in HTTP Basic challenges."],
+        [
+            "max-upgraded",
+            None,
+            10000,
+            "At most this many upgraded connections at once "
+            "(503 with Retry-After beyond; 0: no limit).",
+            int,
+        ],
+        [
+            "handshake-timeout",
+            None,
+            10.0,
+            "Seconds a request may take from its first byte "
+            "to arrive and, if it upgrades, be decided (408 or 503 after; 0: no limit).",
+            float,
+        ],
+        [
+            "max-upgrade-body",
+            None,
+            1048576,
+            "Largest body an upgrade request may carry, in bytes (413 beyond; 0: no limit).",
+            int,
+        ],
     ]
     compData = usage.Completions(
         optActions={"path": usage.CompleteDirs(), "listen": usage.Completer()}
@@ -124,6 +147,9 @@ class Options(usage.Options, AuthOptionMixin):
         sys.exit(0)
 
     def postOptions(self) -> None:
+        for name in ("max-upgraded", "handshake-timeout", "max-upgrade-body"):
+            if self[name] < 0:
+                raise usage.UsageError(f"--{name} cannot be negative")
         if self["advertise"] and self["no-advertise"]:
             raise usage.UsageError("--advertise and --no-advertise contradict each other")
         self["advertise"] = not self["no-advertise"]
@@ -222,7 +248,14 @@ def makeService(options: Options) -> MultiService:
         resource: Any = File(options["path"])
     else:
         resource = WelcomePage(options["plugins"], bool(options.get("credCheckers")))
-    site = UpgradableSite(resource, registry, advertise=options["advertise"])
+    site = UpgradableSite(
+        resource,
+        registry,
+        advertise=options["advertise"],
+        maxUpgraded=options["max-upgraded"] or None,
+        handshakeTimeout=options["handshake-timeout"] or None,
+        maxUpgradeBody=options["max-upgrade-body"] or None,
+    )
     service = MultiService()
     for description in options["listen"]:
         endpoint = serverFromString(reactor, description)

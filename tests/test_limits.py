@@ -1,0 +1,151 @@
+"""
+The limits of UpgradableSite (and twistd upgradable): concurrent upgraded
+connections, the handshake deadline, the size of an upgrade request's body.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
+
+from upgradable import Accept, UpgradeRegistry
+
+from .helpers import IRC_REQ, RecordingFactory, ScriptedHandler, Server, parseResponses
+
+
+def ircServer(**limits: object) -> tuple[Server, RecordingFactory]:
+    irc = RecordingFactory()
+    registry = UpgradeRegistry()
+    registry.register(b"IRC/6.9", irc)
+    return Server(registry=registry, limits=dict(limits)), irc
+
+
+def codes(server: Server) -> list[int]:
+    return [r.code for r in parseResponses(server.output())[0]]
+
+
+def test_beyondMaxUpgradedIs503WithRetryAfterNeverA101() -> None:
+    from twisted.internet.testing import StringTransport
+
+    first, _ = ircServer(maxUpgraded=2)
+    site = first.site
+
+    def another() -> tuple[object, StringTransport]:
+        protocol = site.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    first.send(IRC_REQ)
+    second, secondTransport = another()
+    second.dataReceived(IRC_REQ)  # type: ignore[attr-defined]
+    third, thirdTransport = another()
+    third.dataReceived(IRC_REQ + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # type: ignore[attr-defined]
+    assert codes(first) == [101]
+    assert parseResponses(secondTransport.value())[0][0].code == 101
+    responses, _ = parseResponses(thirdTransport.value())
+    assert [r.code for r in responses] == [503, 200]
+    assert responses[0].header(b"retry-after") == [b"1"]
+    # One upgraded connection ends: there is room again.
+    first.protocol.connectionLost(Failure(ConnectionDone()))
+    assert site.limits.upgraded == 1
+    thirdTransport.clear()
+    third.dataReceived(IRC_REQ)  # type: ignore[attr-defined]
+    assert parseResponses(thirdTransport.value())[0][0].code == 101
+    assert site.limits.upgraded == 2
+
+
+def test_slowlorisGets408AfterTheDeadline() -> None:
+    server, irc = ircServer(handshakeTimeout=5)
+    request = IRC_REQ[:-2]
+    for i in range(0, len(request), 5):  # a byte every now and then
+        server.send(request[i : i + 5])
+        server.clock.advance(0.2)
+    server.clock.advance(5)
+    assert codes(server) == [408]
+    assert server.closed
+    assert irc.built == []
+
+
+def test_theDeadlineDoesNotCutAnUpgradedConnection() -> None:
+    server, _irc = ircServer(handshakeTimeout=5)
+    server.send(IRC_REQ)
+    server.clock.advance(60)
+    assert codes(server) == [101]
+    assert not server.closed
+    assert server.clock.getDelayedCalls() == []
+
+
+def test_theDeadlineAllowsSlowPlainRequestsToBeServedAndKeepAliveToIdle() -> None:
+    server, _irc = ircServer(handshakeTimeout=5)
+    server.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    server.clock.advance(30)  # idle between requests: the idle timeout's business
+    server.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert codes(server) == [200, 200]
+
+
+def test_aHandlerThatNeverAnswersIsCancelledAnd503() -> None:
+    cancelled: list[Deferred] = []
+    never: Deferred = Deferred(cancelled.append)
+    registry = UpgradeRegistry()
+    registry.register(b"IRC/6.9", ScriptedHandler(never))
+    server = Server(registry=registry, limits={"handshakeTimeout": 5})
+    server.send(IRC_REQ)
+    server.clock.advance(5)
+    assert cancelled == [never]
+    assert codes(server) == [503]
+    assert server.closed
+
+
+def test_aHandlerThatAnswersInTimeIsNotCut() -> None:
+    later: Deferred = Deferred()
+    registry = UpgradeRegistry()
+    registry.register(b"IRC/6.9", ScriptedHandler(later))
+    server = Server(registry=registry, limits={"handshakeTimeout": 5})
+    server.send(IRC_REQ)
+    server.clock.advance(4)
+    later.callback(Accept(RecordingFactory().buildProtocol(None)))
+    server.clock.advance(10)
+    assert codes(server) == [101]
+    assert not server.closed
+
+
+def test_upgradeBodyOverTheLimitIs413() -> None:
+    server, _irc = ircServer(maxUpgradeBody=10)
+    server.send(IRC_REQ[:-2] + b"Content-Length: 11\r\n\r\n")
+    assert codes(server) == [413]
+    assert server.closed
+
+
+def test_chunkedUpgradeBodyOverTheLimitIs413() -> None:
+    server, irc = ircServer(maxUpgradeBody=10)
+    server.send(
+        IRC_REQ[:-2] + b"Transfer-Encoding: chunked\r\n\r\n" + b"b\r\nhello world\r\n0\r\n\r\n"
+    )
+    assert codes(server) == [413]
+    assert irc.built == []
+    server.protocol.connectionLost(Failure(ConnectionDone()))  # closes the spooled body
+
+
+def test_bodyLimitDoesNotApplyToPlainRequests() -> None:
+    server, _irc = ircServer(maxUpgradeBody=10)
+    server.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n" + b"x" * 20)
+    assert codes(server) == [200]
+
+
+def test_twistdDefaultsAndZeroMeansNoLimit() -> None:
+    from upgradable.tap import Options, makeService
+
+    options = Options()
+    options.parseOptions(["--listen", "tcp:0"])
+    limits = next(iter(makeService(options))).factory.limits
+    assert (limits.maxUpgraded, limits.handshakeTimeout, limits.maxUpgradeBody) == (
+        10000,
+        10.0,
+        1048576,
+    )
+    options = Options()
+    options.parseOptions(["--listen", "tcp:0", "--max-upgraded", "0", "--handshake-timeout", "0"])
+    limits = next(iter(makeService(options))).factory.limits
+    assert limits.maxUpgraded is None and limits.handshakeTimeout is None
