@@ -16,7 +16,8 @@
  *              PAYLOAD/reply round trip), print "ready", hold them until
  *              stdin closes.
  * Options: --request FILE, --payload FILE, --reply N, --expect-101,
- *          --concurrency N, --seconds S, --bytes N, --connections N.
+ *          --concurrency N, --seconds S, --bytes N, --connections N,
+ *          --rate R (handshake: at most R rounds a second).
  * Output: one JSON object on stdout. Loopback only: HOST must be 127.x or ::1.
  */
 #define _GNU_SOURCE
@@ -196,17 +197,34 @@ static void report(const char *mode, double elapsed, long extra) {
            mode, nlat, elapsed, nlat / elapsed, p50 * 1e6, p99 * 1e6, errors, extra);
 }
 
+static double rate = 0; /* --rate: at most this many rounds a second (0: as fast as possible) */
+
 static void handshakeLike(const char *mode, int concurrency, double seconds) {
     int ep = epoll_create1(0);
     conn_t *conns = calloc(concurrency, sizeof *conns);
+    int *waiting = calloc(concurrency, sizeof *waiting);
     double start = now(), deadline = start + seconds;
     for (int i = 0; i < concurrency; i++) { conns[i].fd = -1; restart(ep, &conns[i]); }
     struct epoll_event events[256];
     while (now() < deadline) {
-        int n = epoll_wait(ep, events, 256, 100);
+        int n = epoll_wait(ep, events, 256, rate > 0 ? 5 : 100);
         for (int i = 0; i < n; i++) {
             conn_t *c = events[i].data.ptr;
-            if (step(ep, c, mode)) restart(ep, c);
+            if (step(ep, c, mode)) {
+                if (rate > 0) {  /* park it: restarted when the rate allows */
+                    close(c->fd);
+                    c->fd = -1;
+                    waiting[c - conns] = 1;
+                } else {
+                    restart(ep, c);
+                }
+            }
+        }
+        if (rate > 0) {
+            double allowed = (now() - start) * rate;
+            for (int i = 0; i < concurrency && nlat + errors < allowed; i++) {
+                if (waiting[i]) { waiting[i] = 0; restart(ep, &conns[i]); }
+            }
         }
     }
     report(mode, now() - start, 0);
@@ -308,6 +326,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--seconds")) seconds = atof(argv[++i]);
         else if (!strcmp(argv[i], "--bytes")) total = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--connections")) connections = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--rate")) rate = atof(argv[++i]);
         else { fprintf(stderr, "unknown option %s\n", argv[i]); return 2; }
     }
     if (!payload) { payload = ""; payloadLen = 0; }
