@@ -25,7 +25,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
-REQUEST = b"GET /soak HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: HTTP/2.0\r\n\r\n"
+REQUEST = (
+    b"GET /soak HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: HTTP/2.0\r\n\r\n"
+)
 
 
 def rss(pid: int) -> int:
@@ -36,7 +38,9 @@ def rss(pid: int) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--held", type=int, default=2000, help="upgraded connections kept open")
     parser.add_argument("--rate", type=float, default=100, help="new handshakes a second")
     parser.add_argument("--seconds", type=float, default=600, help="how long (bounded)")
@@ -46,15 +50,29 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="upgradable-soak-"))
     loadgen = str(work / "loadgen")
-    subprocess.run([shutil.which("cc") or "gcc", "-O2", "-o", loadgen, str(HERE / "loadgen.c")], check=True)
+    cc = shutil.which("cc") or "gcc"
+    subprocess.run([cc, "-O2", "-o", loadgen, str(HERE / "loadgen.c")], check=True)
     (work / "request").write_bytes(REQUEST)
     (work / "payload").write_bytes(b"x" * 32)
     server = subprocess.Popen(
-        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "--pidfile=", "-n",
-         "upgradable", "--listen", f"tcp:0:interface={HOST}:backlog=1024", "--protocol", "http2-echo",
-         "--max-upgraded", str(options.held * 2)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "from twisted.scripts.twistd import run; run()",
+            "--pidfile=",
+            "-n",
+            "upgradable",
+            "--listen",
+            f"tcp:0:interface={HOST}:backlog=1024",
+            "--protocol",
+            "http2-echo",
+            "--max-upgraded",
+            str(options.held * 2),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert server.stdout is not None
     port = 0
     for line in server.stdout:
@@ -68,29 +86,67 @@ def main() -> None:
     try:
         baseline = rss(server.pid)
         holder = subprocess.Popen(
-            [loadgen, "idle", HOST, str(port), "--connections", str(options.held), "--request",
-             str(work / "request"), "--payload", str(work / "payload"), "--reply", "32"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            [
+                loadgen,
+                "idle",
+                HOST,
+                str(port),
+                "--connections",
+                str(options.held),
+                "--request",
+                str(work / "request"),
+                "--payload",
+                str(work / "payload"),
+                "--reply",
+                "32",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert holder.stdout is not None and holder.stdin is not None
         held = json.loads(holder.stdout.readline())
-        print(f"held {held['open']} upgraded connections ({held['errors']} errors); "
-              f"RSS {baseline / 2**20:.1f} -> {rss(server.pid) / 2**20:.1f} MiB", flush=True)  # fmt: skip
+        print(
+            f"held {held['open']} upgraded connections ({held['errors']} errors); "
+            f"RSS {baseline / 2**20:.1f} -> {rss(server.pid) / 2**20:.1f} MiB",
+            flush=True,
+        )
         deadline = time.monotonic() + options.seconds
         while time.monotonic() < deadline:
             length = min(options.every, deadline - time.monotonic())
             done = subprocess.run(
-                [loadgen, "handshake", HOST, str(port), "--concurrency", "8", "--rate",
-                 str(options.rate), "--seconds", str(length), "--request", str(work / "request"),
-                 "--expect-101", "--payload", str(work / "payload"), "--reply", "32"],
-                capture_output=True, text=True, timeout=length + 60,
-            )  # fmt: skip
+                [
+                    loadgen,
+                    "handshake",
+                    HOST,
+                    str(port),
+                    "--concurrency",
+                    "8",
+                    "--rate",
+                    str(options.rate),
+                    "--seconds",
+                    str(length),
+                    "--request",
+                    str(work / "request"),
+                    "--expect-101",
+                    "--payload",
+                    str(work / "payload"),
+                    "--reply",
+                    "32",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=length + 60,
+            )
             result = json.loads(done.stdout.splitlines()[-1])
             result["rss"] = rss(server.pid)
             slices.append(result)
-            print(f"  +{len(slices) * options.every:5.0f}s  {result['count']:6d} handshakes  "
-                  f"errors {result['errors']}  p99 {result['p99_us'] / 1000:.1f} ms  "
-                  f"RSS {result['rss'] / 2**20:.1f} MiB", flush=True)  # fmt: skip
+            print(
+                f"  +{len(slices) * options.every:5.0f}s  {result['count']:6d} handshakes  "
+                f"errors {result['errors']}  p99 {result['p99_us'] / 1000:.1f} ms  "
+                f"RSS {result['rss'] / 2**20:.1f} MiB",
+                flush=True,
+            )
         holder.stdin.close()
         holder.wait(60)
         holder.stdout.close()

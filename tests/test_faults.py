@@ -61,7 +61,7 @@ def test_tenThousandUpgradesLeaveNoChannelRequestOrTimerAlive() -> None:
     del protocol, transport
     gc.collect()
     after = (alive(UpgradableHTTPChannel), alive(Request), alive(EchoProtocol))
-    assert after == before
+    assert all(a <= b for a, b in zip(after, before, strict=True)), (before, after)
     assert clock.getDelayedCalls() == []
     assert site.limits.upgraded == 0
 
