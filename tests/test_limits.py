@@ -149,3 +149,42 @@ def test_twistdDefaultsAndZeroMeansNoLimit() -> None:
     options.parseOptions(["--listen", "tcp:0", "--max-upgraded", "0", "--handshake-timeout", "0"])
     limits = next(iter(makeService(options))).factory.limits
     assert limits.maxUpgraded is None and limits.handshakeTimeout is None
+
+
+def test_perProductIdleTimeoutClosesQuietUpgradedConnections() -> None:
+    irc = RecordingFactory()
+    registry = UpgradeRegistry()
+    registry.register(b"IRC/6.9", irc, idleTimeout=30)
+    server = Server(registry=registry)
+    server.send(IRC_REQ + b"NICK a\r\n")
+    server.clock.advance(20)
+    server.send(b"PING x\r\n")  # activity resets the clock
+    server.clock.advance(20)
+    assert not server.closed
+    assert irc.last.data == b"NICK a\r\nPING x\r\n"
+    server.clock.advance(11)
+    assert server.closed
+    server.protocol.connectionLost(Failure(ConnectionDone()))
+    assert len(irc.last.lost) == 1
+    assert server.clock.getDelayedCalls() == []
+
+
+def test_noIdleTimeoutByDefault() -> None:
+    server, _irc = ircServer()
+    server.send(IRC_REQ)
+    server.clock.advance(10**6)
+    assert not server.closed
+
+
+def test_idleTimeoutOptionPerPlugin() -> None:
+    import pytest
+    from twisted.python import usage
+
+    from upgradable.tap import Options, buildRegistry
+
+    options = Options()
+    options.parseOptions(["--idle-timeout", "http2-echo=300", "--protocol", "http2-echo"])
+    assert buildRegistry(options).idleTimeout((b"http", b"2.0")) == 300
+    for bad in ("nope=3", "http2-echo", "http2-echo=-1", "http2-echo=x"):
+        with pytest.raises(usage.UsageError):
+            Options().parseOptions(["--idle-timeout", bad])

@@ -98,6 +98,43 @@ class UpgradeLimits:
         protocol.connectionLost = connectionLost  # type: ignore[method-assign]
 
 
+class _IdleWatch:
+    """
+    Closes an upgraded connection after ``seconds`` without a byte from the
+    peer. Opt-in per product, because it has to see every read: it rebinds
+    the protocol's ``dataReceived`` and ``connectionLost`` on the instance.
+    """
+
+    def __init__(self, protocol: IProtocol, transport: Any, seconds: float, callLater: Any) -> None:
+        self.transport = transport
+        self.seconds = seconds
+        self.callLater = callLater
+        received, lost = protocol.dataReceived, protocol.connectionLost
+
+        def dataReceived(data: bytes) -> None:
+            self.timer.reset(self.seconds)
+            received(data)
+
+        def connectionLost(reason: Failure = connectionDone) -> None:
+            if self.timer.active():
+                self.timer.cancel()
+            lost(reason)
+
+        protocol.dataReceived = dataReceived  # type: ignore[method-assign]
+        protocol.connectionLost = connectionLost  # type: ignore[method-assign]
+        self.timer = callLater(seconds, self.expired)
+
+    def expired(self) -> None:
+        _log.info("Closing {peer}: idle for {seconds} s after the upgrade",
+                  peer=self.transport.getPeer(), seconds=self.seconds)  # fmt: skip
+        # A registered producer would hold a TLS close back.
+        try:
+            self.transport.unregisterProducer()
+        except RuntimeError:
+            pass  # none was registered (an in-memory transport says so loudly)
+        self.transport.loseConnection()
+
+
 def _discard(data: bytes) -> None:
     """Drop bytes that arrive after the channel gave up on a connection."""
 
@@ -508,6 +545,9 @@ class UpgradableHTTPChannel(HTTPChannel):
         self._stopDeadline()
         if self.limits.maxUpgraded is not None:
             self.limits.track(protocol)
+        idle = self.registry.idleTimeout(product.key)
+        if idle is not None:
+            _IdleWatch(protocol, transport, idle, self.callLater)
 
         # Nothing of HTTP may act on the connection any more: no idle timer,
         # no producer registration (the new protocol may register its own),

@@ -58,9 +58,15 @@ class UpgradeRegistry:
         self._handlers: dict[tuple[bytes, bytes | None], IUpgradeHandler] = {}
         self._products: dict[tuple[bytes, bytes | None], bytes] = {}
         self._factories: list[IProtocolFactory] = []
+        self._idleTimeouts: dict[tuple[bytes, bytes | None], float] = {}
         self._started = False
 
-    def register(self, product: bytes | str, handler: IUpgradeHandler | IProtocolFactory) -> None:
+    def register(
+        self,
+        product: bytes | str,
+        handler: IUpgradeHandler | IProtocolFactory,
+        idleTimeout: float | None = None,
+    ) -> None:
         """
         Serve upgrades to ``product`` with ``handler``.
 
@@ -70,6 +76,9 @@ class UpgradeRegistry:
         :param handler: an :class:`~upgradable.interfaces.IUpgradeHandler`,
             or an :class:`~twisted.internet.interfaces.IProtocolFactory`
             whose protocols take the connection over.
+        :param idleTimeout: close an upgraded connection of this product
+            after this many seconds without a byte from the client (off by
+            default; it costs one call per read).
         :raises ValueError: ``product`` is not a valid product, or is
             registered already.
         :raises TypeError: ``handler`` is neither kind.
@@ -97,6 +106,10 @@ class UpgradeRegistry:
             raise TypeError(f"{handler!r} provides neither IUpgradeHandler nor IProtocolFactory")
         self._handlers[parsed.key] = resolved
         self._products[parsed.key] = raw
+        if idleTimeout is not None:
+            if idleTimeout <= 0:
+                raise ValueError(f"idleTimeout must be positive, not {idleTimeout!r}")
+            self._idleTimeouts[parsed.key] = idleTimeout
 
     def unregister(self, product: bytes | str) -> None:
         """
@@ -110,6 +123,7 @@ class UpgradeRegistry:
             raise KeyError(product)
         handler = self._handlers.pop(parsed.key)
         del self._products[parsed.key]
+        self._idleTimeouts.pop(parsed.key, None)
         if isinstance(handler, FactoryHandler):
             self._factories.remove(handler.factory)
             if self._started:
@@ -121,6 +135,10 @@ class UpgradeRegistry:
         :func:`upgradable._tokens.parseProduct`), or None.
         """
         return self._handlers.get(key)
+
+    def idleTimeout(self, key: tuple[bytes, bytes | None]) -> float | None:
+        """The idle timeout registered for a product's comparison key, if any."""
+        return self._idleTimeouts.get(key)
 
     def products(self) -> list[bytes]:
         """

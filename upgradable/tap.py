@@ -100,6 +100,7 @@ class Options(usage.Options, AuthOptionMixin):
         self["protocols"] = []
         self["without"] = []
         self["relays"] = []
+        self["idle-timeouts"] = {}
 
     def opt_listen(self, endpoint: str) -> None:
         """Listen on this server endpoint: tcp:8080, tcp:8080:interface=127.0.0.1, ssl:8443:privateKey=key.pem, haproxy:tcp:8080 ... (repeatable; default tcp:8080)."""  # noqa: E501
@@ -120,6 +121,17 @@ class Options(usage.Options, AuthOptionMixin):
         if any(parseProduct(t).key == product.key for t, _ in self["relays"]):  # type: ignore[union-attr]
             raise usage.UsageError(f"--relay {spec}: {token} is relayed already")
         self["relays"].append((product.raw, endpoint))
+
+    def opt_idle_timeout(self, spec: str) -> None:
+        """Close a protocol's upgraded connections after SECONDS without a byte from the client: NAME=SECONDS, e.g. websocket-echo=300 (repeatable; off by default, for IRC too)."""  # noqa: E501
+        name, equals, seconds = spec.partition("=")
+        try:
+            value = float(seconds)
+        except ValueError:
+            value = -1
+        if not equals or not name or value <= 0:
+            raise usage.UsageError(f"--idle-timeout {spec}: use NAME=SECONDS, e.g. http2-echo=300")
+        self["idle-timeouts"][name] = value
 
     def opt_without(self, name: str) -> None:
         """Do not enable the protocol plugin of this name, e.g. --without h2c (repeatable)."""
@@ -158,7 +170,9 @@ class Options(usage.Options, AuthOptionMixin):
         if self["path"] is not None and not FilePath(self["path"]).isdir():
             raise usage.UsageError(f"--path {self['path']}: not a directory")
         plugins = {plugin.name: plugin for plugin in installedPlugins()}
-        unknown = [name for name in self["without"] if name not in plugins]
+        unknown = [
+            name for name in [*self["without"], *self["idle-timeouts"]] if name not in plugins
+        ]
         if unknown:
             raise usage.UsageError(
                 f"unknown protocol {', '.join(unknown)}; installed: "
@@ -225,8 +239,9 @@ def buildRegistry(options: Options) -> UpgradeRegistry:
         if not tokens:
             continue
         handler = guarded(_asHandler(plugin.makeHandler(options), plugin))
+        idle = options["idle-timeouts"].get(plugin.name)
         for token in tokens:
-            registry.register(token, handler)
+            registry.register(token, handler, idleTimeout=idle)
         _log.info(
             "Protocol {name} enabled: Upgrade: {tokens}{auth}",
             name=plugin.name,
