@@ -234,6 +234,16 @@ def test_serverInitiatedCloseAndPeerReply() -> None:
     assert server.closed
 
 
+def test_aPeerThatNeverAnswersTheCloseIsDroppedAfterFiveSeconds() -> None:
+    server = wsServer()
+    server.send(WS_REQ)
+    server.clear()
+    Echo.instances[-1].close()
+    assert len(server.clock.getDelayedCalls()) == 1  # on the site's reactor
+    server.clock.advance(5)
+    assert server.transport.disconnecting
+
+
 def test_pathWithoutApplicationIsDeclined() -> None:
     server = wsServer()
     server.send(WS_REQ.replace(b"/chat", b"/elsewhere"))

@@ -208,6 +208,10 @@ class _WebSocketConnection(Protocol):
         self.transport.loseConnection()
 
     def _reactor(self) -> Any:
+        # The site's reactor (a test's Clock, say), else the global one.
+        site = getattr(self.app, "request", None) and self.app.request.site
+        if site is not None and getattr(site, "reactor", None) is not None:
+            return site.reactor
         from twisted.internet import reactor
 
         return reactor
