@@ -188,3 +188,32 @@ def test_idleTimeoutOptionPerPlugin() -> None:
     for bad in ("nope=3", "http2-echo", "http2-echo=-1", "http2-echo=x"):
         with pytest.raises(usage.UsageError):
             Options().parseOptions(["--idle-timeout", bad])
+
+
+def test_headerLimitsAreConfigurable() -> None:
+    small, _ = ircServer(maxHeaderSize=200)
+    small.send(IRC_REQ[:-2] + b"X-Pad: " + b"a" * 200 + b"\r\n\r\n")
+    assert codes(small) == [431]
+    long, _ = ircServer(maxHeaderSize=200)
+    long.send(b"GET /" + b"a" * 300)  # no CRLF yet: the request line is too long
+    assert codes(long) == [414]
+    few, _ = ircServer(maxHeaders=3)
+    few.send(IRC_REQ[:-2] + b"A: 1\r\nB: 2\r\n\r\n")
+    assert codes(few) == [431]
+    enough, _ = ircServer(maxHeaders=3)
+    enough.send(IRC_REQ)
+    assert codes(enough) == [101]
+
+
+def test_headerLimitOptions() -> None:
+    import pytest
+    from twisted.python import usage
+
+    from upgradable.tap import Options, makeService
+
+    options = Options()
+    options.parseOptions(["--listen", "tcp:0", "--max-header-size", "8192", "--max-headers", "50"])
+    limits = next(iter(makeService(options))).factory.limits
+    assert (limits.maxHeaderSize, limits.maxHeaders) == (8192, 50)
+    with pytest.raises(usage.UsageError):
+        Options().parseOptions(["--max-headers", "0"])

@@ -73,6 +73,9 @@ class UpgradeLimits:
         request gets ``503``; both then close.
     :param maxUpgradeBody: largest body an upgrade request may carry
         (``413`` beyond it).
+    :param maxHeaderSize: most bytes of request line and header fields
+        (``414``/``431`` beyond); Twisted's default, 16 KiB.
+    :param maxHeaders: most header fields (``431`` beyond); Twisted's default, 500.
     """
 
     def __init__(
@@ -80,10 +83,14 @@ class UpgradeLimits:
         maxUpgraded: int | None = None,
         handshakeTimeout: float | None = None,
         maxUpgradeBody: int | None = None,
+        maxHeaderSize: int = HTTPChannel.totalHeadersSize,
+        maxHeaders: int = HTTPChannel.maxHeaders,
     ) -> None:
         self.maxUpgraded = maxUpgraded
         self.handshakeTimeout = handshakeTimeout
         self.maxUpgradeBody = maxUpgradeBody
+        self.maxHeaderSize = maxHeaderSize
+        self.maxHeaders = maxHeaders
         self.upgraded = 0
 
     def track(self, protocol: IProtocol) -> None:
@@ -170,6 +177,10 @@ class UpgradableHTTPChannel(HTTPChannel):
         self.registry = registry if registry is not None else UpgradeRegistry()
         self.advertise = advertise
         self.limits = limits if limits is not None else UpgradeLimits()
+        if self.limits.maxHeaderSize != HTTPChannel.totalHeadersSize:
+            self.totalHeadersSize = self.MAX_LENGTH = self.limits.maxHeaderSize
+        if self.limits.maxHeaders != HTTPChannel.maxHeaders:
+            self.maxHeaders = self.limits.maxHeaders
         self._failed = False
         self._lost = False
         self._expired = False

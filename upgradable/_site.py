@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.web.http import _GenericHTTPChannelProtocol
+from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 
@@ -32,6 +32,8 @@ class UpgradableSite(Site):
         not answer); None: only Twisted's idle timeout applies.
     :param maxUpgradeBody: largest upgrade request body (``413``); None: no
         limit beyond Twisted's.
+    :param maxHeaderSize: most bytes of request head (``414``/``431``).
+    :param maxHeaders: most header fields (``431``).
     :param siteOptions: passed on to :class:`~twisted.web.server.Site`
         (``logPath``, ``timeout``, ``logFormatter``, ``reactor``, ...).
     """
@@ -45,12 +47,16 @@ class UpgradableSite(Site):
         maxUpgraded: int | None = None,
         handshakeTimeout: float | None = None,
         maxUpgradeBody: int | None = None,
+        maxHeaderSize: int = HTTPChannel.totalHeadersSize,
+        maxHeaders: int = HTTPChannel.maxHeaders,
         **siteOptions: Any,
     ) -> None:
         super().__init__(resource, **siteOptions)
         self.registry = registry
         self.advertise = advertise
-        self.limits = UpgradeLimits(maxUpgraded, handshakeTimeout, maxUpgradeBody)
+        self.limits = UpgradeLimits(
+            maxUpgraded, handshakeTimeout, maxUpgradeBody, maxHeaderSize, maxHeaders
+        )
 
     def protocol(self) -> _GenericHTTPChannelProtocol:
         return _GenericHTTPChannelProtocol(

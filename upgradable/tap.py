@@ -89,6 +89,14 @@ class Options(usage.Options, AuthOptionMixin):
             "Largest body an upgrade request may carry, in bytes (413 beyond; 0: no limit).",
             int,
         ],
+        [
+            "max-header-size",
+            None,
+            16384,
+            "Most bytes of request line and header fields (414 or 431 beyond).",
+            int,
+        ],
+        ["max-headers", None, 500, "Most header fields in a request (431 beyond).", int],
     ]
     compData = usage.Completions(
         optActions={"path": usage.CompleteDirs(), "listen": usage.Completer()}
@@ -162,6 +170,9 @@ class Options(usage.Options, AuthOptionMixin):
         for name in ("max-upgraded", "handshake-timeout", "max-upgrade-body"):
             if self[name] < 0:
                 raise usage.UsageError(f"--{name} cannot be negative")
+        for name in ("max-header-size", "max-headers"):
+            if self[name] < 1:
+                raise usage.UsageError(f"--{name} must be at least 1")
         if self["advertise"] and self["no-advertise"]:
             raise usage.UsageError("--advertise and --no-advertise contradict each other")
         self["advertise"] = not self["no-advertise"]
@@ -270,6 +281,8 @@ def makeService(options: Options) -> MultiService:
         maxUpgraded=options["max-upgraded"] or None,
         handshakeTimeout=options["handshake-timeout"] or None,
         maxUpgradeBody=options["max-upgrade-body"] or None,
+        maxHeaderSize=options["max-header-size"],
+        maxHeaders=options["max-headers"],
     )
     service = MultiService()
     for description in options["listen"]:
