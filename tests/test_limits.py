@@ -217,3 +217,72 @@ def test_headerLimitOptions() -> None:
     assert (limits.maxHeaderSize, limits.maxHeaders) == (8192, 50)
     with pytest.raises(usage.UsageError):
         Options().parseOptions(["--max-headers", "0"])
+
+
+def test_aSynchronousRejectStopsTheDeadline() -> None:
+    from upgradable import Reject
+
+    for answer in (Reject(403), RuntimeError("boom")):
+        registry = UpgradeRegistry()
+        registry.register(b"IRC/6.9", ScriptedHandler(answer))
+        server = Server(registry=registry, limits={"handshakeTimeout": 5})
+        server.send(IRC_REQ)
+        server.clock.advance(30)  # idle keep-alive: past the deadline, before idle timeout
+        assert len(codes(server)) == 1
+        assert not server.closed
+
+
+def test_afterAnAsyncDeclineTheNextHandlerIsStillHeldToTheDeadline() -> None:
+    from upgradable import Decline
+
+    first: Deferred = Deferred()
+    never: Deferred = Deferred()
+    registry = UpgradeRegistry()
+    registry.register(b"IRC/6.9", ScriptedHandler(first))
+    registry.register(b"HTTP/2.0", ScriptedHandler(never))
+    server = Server(registry=registry, limits={"handshakeTimeout": 5})
+    server.send(IRC_REQ.replace(b"Upgrade: IRC/6.9", b"Upgrade: IRC/6.9, HTTP/2.0"))
+    server.clock.advance(1)
+    first.callback(Decline())
+    server.clock.advance(5)
+    assert codes(server) == [503]
+    assert server.closed
+
+
+def test_aPlainUploadIsNotHeldToTheHandshakeDeadline() -> None:
+    server, _ = ircServer(handshakeTimeout=5)
+    server.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01234")
+    server.clock.advance(8)  # a slow upload
+    server.send(b"56789")
+    assert codes(server) == [200]
+
+
+def test_idleWatchToleratesBytesAfterItsClose() -> None:
+    """Over TLS bytes can still arrive after the polite close; then it aborts."""
+    irc = RecordingFactory()
+    registry = UpgradeRegistry()
+    registry.register(b"IRC/6.9", irc, idleTimeout=30)
+    server = Server(registry=registry)
+    server.send(IRC_REQ)
+    server.clock.advance(31)
+    assert server.closed
+    server.send(b"late\r\n")  # must not raise AlreadyCalled
+    server.clock.advance(5)
+    assert server.transport.disconnecting
+
+
+def test_idleWatchSeesReadsTheWayTCPDeliversThem() -> None:
+    """TCP calls transport.protocol.dataReceived: the watch must be there."""
+    from twisted.internet.testing import StringTransport
+
+    irc = RecordingFactory()
+    registry = UpgradeRegistry()
+    registry.register(b"IRC/6.9", irc, idleTimeout=30)
+    server = Server(registry=registry)
+    server.send(IRC_REQ)
+    protocol = irc.last
+    for _ in range(5):
+        server.clock.advance(20)
+        protocol.dataReceived(b"ping\r\n")  # what the transport calls after the switch
+    assert not server.closed
+    assert isinstance(server.transport, StringTransport)

@@ -109,22 +109,31 @@ class _IdleWatch:
     """
     Closes an upgraded connection after ``seconds`` without a byte from the
     peer. Opt-in per product, because it has to see every read: it rebinds
-    the protocol's ``dataReceived`` and ``connectionLost`` on the instance.
+    the protocol's ``dataReceived`` and ``connectionLost`` on the instance,
+    once the protocol is connected (a protocol that swaps its own
+    ``dataReceived`` later is not seen).
     """
+
+    # After the polite close, how long a peer may take to let go (over TLS
+    # the close waits for the peer's close_notify).
+    grace = 5.0
 
     def __init__(self, protocol: IProtocol, transport: Any, seconds: float, callLater: Any) -> None:
         self.transport = transport
         self.seconds = seconds
         self.callLater = callLater
+        self.abort: Any = None
         received, lost = protocol.dataReceived, protocol.connectionLost
 
         def dataReceived(data: bytes) -> None:
-            self.timer.reset(self.seconds)
+            if self.timer.active():
+                self.timer.reset(self.seconds)
             received(data)
 
         def connectionLost(reason: Failure = connectionDone) -> None:
-            if self.timer.active():
-                self.timer.cancel()
+            for call in (self.timer, self.abort):
+                if call is not None and call.active():
+                    call.cancel()
             lost(reason)
 
         protocol.dataReceived = dataReceived  # type: ignore[method-assign]
@@ -140,6 +149,7 @@ class _IdleWatch:
         except RuntimeError:
             pass  # none was registered (an in-memory transport says so loudly)
         self.transport.loseConnection()
+        self.abort = self.callLater(self.grace, self.transport.abortConnection)
 
 
 def _discard(data: bytes) -> None:
@@ -236,6 +246,10 @@ class UpgradableHTTPChannel(HTTPChannel):
             ):
                 self._respondError(400)
                 return
+        if request.requestHeaders.getRawHeaders(b"upgrade") is None:
+            # A plain request: the deadline was for its head, which is here;
+            # a slow upload is the idle timeout's business.
+            self._stopDeadline()
         limit = self.limits.maxUpgradeBody
         if (
             limit is not None
@@ -445,7 +459,9 @@ class UpgradableHTTPChannel(HTTPChannel):
         self._pending = None
         if self._lost:
             return
-        self._stopDeadline()
+        # The deadline keeps running: a Decline passes to the next handler,
+        # which is held to the same deadline; whatever ends the handshake
+        # (_switch, _respond, plain HTTP) stops it.
         product, handler = offers[index]
         if self._apply(request, upgradeRequest, product, handler, decision):
             self._tryOffers(request, upgradeRequest, offers, index + 1)
@@ -534,6 +550,7 @@ class UpgradableHTTPChannel(HTTPChannel):
         Answer the upgrade request with an ordinary, framed HTTP response;
         the connection then goes on with the next request unless ``close``.
         """
+        self._stopDeadline()
         request.setResponseCode(code, reason)
         for name, value in headers:
             request.responseHeaders.addRawHeader(name, value)
@@ -557,8 +574,6 @@ class UpgradableHTTPChannel(HTTPChannel):
         if self.limits.maxUpgraded is not None:
             self.limits.track(protocol)
         idle = self.registry.idleTimeout(product.key)
-        if idle is not None:
-            _IdleWatch(protocol, transport, idle, self.callLater)
 
         # Nothing of HTTP may act on the connection any more: no idle timer,
         # no producer registration (the new protocol may register its own),
@@ -605,6 +620,9 @@ class UpgradableHTTPChannel(HTTPChannel):
         try:
             self._handOver(transport, protocol)
             protocol.makeConnection(transport)
+            if idle is not None:
+                _IdleWatch(protocol, transport, idle, self.callLater)
+                self._handOver(transport, protocol)  # route reads through the watch
             if leftover:
                 protocol.dataReceived(leftover)
         except Exception:
