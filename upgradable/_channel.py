@@ -67,10 +67,11 @@ class UpgradeLimits:
 
     :param maxUpgraded: at most this many upgraded connections at once;
         beyond it an upgrade request gets ``503`` with ``Retry-After``.
-    :param handshakeTimeout: seconds from a request's first byte until it is
-        complete and, if it asks to upgrade, decided: a request still
-        arriving gets ``408``, a handler still deciding is cancelled and the
-        request gets ``503``; both then close.
+    :param handshakeTimeout: seconds from a request's first byte until its
+        head is complete and, if it asks to upgrade, its body read and the
+        upgrade decided: a request still arriving gets ``408``, a handler
+        still deciding is cancelled and the request gets ``503``; both then
+        close.
     :param maxUpgradeBody: largest body an upgrade request may carry
         (``413`` beyond it).
     :param maxHeaderSize: most bytes of request line and header fields
