@@ -43,6 +43,7 @@ from ._decisions import Accept, Decline, Reject, UpgradeRequest
 from ._registry import UpgradeRegistry
 from ._status import reasonPhrase
 from ._tokens import Product, connectionOptions, parseUpgrade
+from ._transport import closeTransport
 from .interfaces import IUpgradeHandler
 
 __all__ = ["UpgradableHTTPChannel", "UpgradeLimits"]
@@ -144,12 +145,7 @@ class _IdleWatch:
     def expired(self) -> None:
         _log.info("Closing {peer}: idle for {seconds} s after the upgrade",
                   peer=self.transport.getPeer(), seconds=self.seconds)  # fmt: skip
-        # A registered producer would hold a TLS close back.
-        try:
-            self.transport.unregisterProducer()
-        except RuntimeError:
-            pass  # none was registered (an in-memory transport says so loudly)
-        self.transport.loseConnection()
+        closeTransport(self.transport)
         self.abort = self.callLater(self.grace, self.transport.abortConnection)
 
 

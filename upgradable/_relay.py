@@ -19,6 +19,8 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._transport import closeTransport
+
 __all__ = ["Relay", "RelaySide"]
 
 
@@ -114,5 +116,4 @@ class Relay:
         for side in (self.a, self.b):
             if side.connected and not side.gone and not side.closing:
                 side.closing = True
-                side.transport.unregisterProducer()
-                side.transport.loseConnection()
+                closeTransport(side.transport)

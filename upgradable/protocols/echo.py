@@ -10,6 +10,8 @@ from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
+from .._transport import closeTransport
+
 __all__ = ["EchoFactory", "EchoProtocol"]
 
 
@@ -51,9 +53,7 @@ class EchoProtocol(Protocol):
         self._close()
 
     def _close(self) -> None:
-        # A registered producer keeps TLS's loseConnection from closing.
-        self.transport.unregisterProducer()
-        self.transport.loseConnection()
+        closeTransport(self.transport)
 
 
 class EchoFactory(Factory):

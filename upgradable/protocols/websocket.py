@@ -56,6 +56,7 @@ from zope.interface import implementer
 
 from .._decisions import Accept, Decision, Decline, Reject, UpgradeRequest
 from .._tokens import splitList
+from .._transport import closeTransport
 from ..interfaces import IUpgradeHandler
 
 __all__ = ["WebSocketHandler", "WebSocketProtocol", "makeHandler"]
@@ -202,10 +203,7 @@ class _WebSocketConnection(Protocol):
             self._closeTimer = self._reactor().callLater(5, self.transport.abortConnection)
 
     def _drop(self) -> None:
-        # A registered producer keeps TLS's loseConnection from closing
-        # (twisted/protocols/tls.py): unregister first, then close.
-        self.transport.unregisterProducer()
-        self.transport.loseConnection()
+        closeTransport(self.transport)
 
     def _reactor(self) -> Any:
         # The site's reactor (a test's Clock, say), else the global one.
