@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IServiceMaker, MultiService
+from twisted.internet.testing import StringTransport
 from twisted.plugin import IPlugin, getPlugins
 from twisted.python import usage
 from zope.interface.verify import verifyObject
@@ -93,7 +94,7 @@ def test_makeServiceListensOnEveryEndpointWithOneSite() -> None:
     site = children[0].factory
     assert site is children[1].factory
     assert isinstance(site, UpgradableSite)
-    assert isinstance(site.resource, WelcomePage)
+    assert isinstance(site.resource.resource, WelcomePage)  # behind the health check
     assert site.advertise is True
     assert set(site.registry.products()) >= {b"IRC/6.9", b"HTTP/2.0"}
 
@@ -101,7 +102,7 @@ def test_makeServiceListensOnEveryEndpointWithOneSite() -> None:
 def test_makeServiceServesThePathWhenGiven(tmp_path) -> None:
     from twisted.web.static import File
 
-    site = next(iter(makeService(parse("--path", str(tmp_path))))).factory
+    site = next(iter(makeService(parse("--path", str(tmp_path), "--health-path", "")))).factory
     assert isinstance(site.resource, File)
 
 
@@ -193,3 +194,39 @@ def test_tunnelOptions() -> None:
     assert len(list(makeTunnel(options))) == 1
     [maker] = [m for m in getPlugins(IServiceMaker) if m.tapname == "upgradable-tunnel"]
     assert maker.options is TunnelOptions
+
+
+def test_gracePeriodAndHealthPathOptions() -> None:
+    options = parse()
+    assert (options["grace-period"], options["health-path"]) == (10.0, "healthz")
+    options = parse("--grace-period", "0", "--health-path", "/lb/")
+    assert (options["grace-period"], options["health-path"]) == (0.0, "lb")
+    assert parse("--health-path", "")["health-path"] == ""
+    with pytest.raises(usage.UsageError):
+        parse("--grace-period", "-1")
+    with pytest.raises(usage.UsageError):
+        parse("--health-path", "/a/b")
+
+
+def test_healthCheckSaysOkThen503WhileDraining(tmp_path) -> None:
+    from .helpers import parseResponses
+
+    for args in [(), ("--path", str(tmp_path))]:
+        site = next(iter(makeService(parse(*args)))).factory
+        answers = []
+        for _ in range(2):
+            protocol = site.buildProtocol(None)
+            transport = StringTransport()
+            protocol.makeConnection(transport)
+            protocol.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            answers += parseResponses(bytes(transport.value()))[0]
+            protocol.connectionLost(None)
+            site.drain(0)
+        assert [(r.code, r.body) for r in answers] == [(200, b"ok\n"), (503, b"draining\n")]
+        assert answers[1].header(b"retry-after") == [b"5"]
+        site.closeAll()  # cancel the timers of the global reactor
+
+
+def test_noHealthPathMeansNoHealthCheck() -> None:
+    site = next(iter(makeService(parse("--health-path", "")))).factory
+    assert isinstance(site.resource, WelcomePage)

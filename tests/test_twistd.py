@@ -174,8 +174,23 @@ def test_authRefusesAWrongPasswordWith401AndAcceptsTheRightOne() -> None:
         sock.close()
 
 
-def test_sigtermClosesUpgradedConnectionsAndExitsCleanly() -> None:
-    with twistd() as server:
+def readAll(sock: socket.socket) -> bytes:
+    rest = b""
+    while chunk := sock.recv(4096):
+        rest += chunk
+    return rest
+
+
+def refused(port: int) -> bool:
+    try:
+        socket.create_connection((HOST, port), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_sigtermEndsIRCWithAnErrorAfterTheGracePeriodAndExitsCleanly() -> None:
+    with twistd("--grace-period", "1") as server:
         sock = upgradedSocket(server.port, b"IRC/6.9")
         sock.sendall(b"NICK alice\r\nUSER a 0 * :A\r\n")
         sock.settimeout(10)
@@ -184,16 +199,63 @@ def test_sigtermClosesUpgradedConnectionsAndExitsCleanly() -> None:
         server.process.send_signal(signal.SIGTERM)
         code = server.process.wait(10)
         elapsed = time.monotonic() - started
-        rest = b""
-        while chunk := sock.recv(4096):
-            rest += chunk
+        rest = readAll(sock)
         sock.close()
     # twistd's usual status after SIGTERM: it shuts down, then ends itself
     # with the same signal so that its parent sees why it stopped.
     assert code == -signal.SIGTERM
-    assert elapsed < 5
-    assert rest == b""
+    assert 1 <= elapsed < 5
+    assert rest == b"ERROR :Closing Link: server shutting down\r\n"
     assert "Server Shut Down." in server.log()
+    assert "Traceback" not in server.log()
+
+
+def test_sigtermStopsAcceptingButUpgradedConnectionsGoOnUntilTheyEnd() -> None:
+    with twistd("--protocol", "http2-echo", "--grace-period", "60") as server:
+        sock = upgradedSocket(server.port, b"HTTP/2.0")
+        sock.settimeout(10)
+        server.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while not refused(server.port):
+            assert time.monotonic() < deadline, "still accepting after SIGTERM"
+            time.sleep(0.05)
+        for _ in range(3):  # the upgraded connection still echoes
+            sock.sendall(b"still here")
+            assert sock.recv(100) == b"still here"
+        assert server.process.poll() is None
+        started = time.monotonic()
+        sock.close()  # the last connection ends: the process stops at once
+        code = server.process.wait(10)
+        assert time.monotonic() - started < 3
+    assert code == -signal.SIGTERM
+    assert "Draining 0 HTTP and 1 upgraded connections (grace period: 60 s)" in server.log()
+    assert "Traceback" not in server.log()
+
+
+def test_aSecondSigtermClosesEveryConnectionAtOnce() -> None:
+    with twistd("--grace-period", "60") as server:
+        ws = upgradedSocket(
+            server.port,
+            b"websocket",
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
+        )
+        ws.settimeout(10)
+        server.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while "Draining" not in server.log():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        server.process.send_signal(signal.SIGTERM)
+        # A close frame with 1001 (going away); the test does not answer it,
+        # so the server drops the connection after its 5 s wait.
+        frame = ws.recv(2)
+        assert frame[0] == 0x88
+        payload = ws.recv(frame[1] & 0x7F)
+        assert payload[:2] == (1001).to_bytes(2, "big")
+        code = server.process.wait(15)
+        ws.close()
+    assert code == -signal.SIGTERM
+    assert "Stop signal again: closing every connection now" in server.log()
     assert "Traceback" not in server.log()
 
 

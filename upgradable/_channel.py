@@ -40,6 +40,7 @@ from twisted.web.http import RESPONSES, HTTPChannel, Request, _GenericHTTPChanne
 from twisted.web.http_headers import Headers
 
 from ._decisions import Accept, Decline, Reject, UpgradeRequest
+from ._drain import Connections
 from ._registry import UpgradeRegistry
 from ._status import reasonPhrase
 from ._tokens import Product, connectionOptions, parseUpgrade
@@ -99,10 +100,16 @@ class UpgradeLimits:
         """Count ``protocol`` as upgraded until its connection is lost."""
         self.upgraded += 1
         lost = protocol.connectionLost
+        counted = [True]
 
-        def connectionLost(reason: Failure = connectionDone) -> None:
-            self.upgraded -= 1
-            lost(reason)
+        # Extra arguments pass through (Twisted's H2Connection calls its own
+        # connectionLost with _cancelTimeouts=False, then the transport
+        # calls it again): it is counted out once.
+        def connectionLost(reason: Failure = connectionDone, *args: Any, **kwargs: Any) -> None:
+            if counted:
+                counted.clear()
+                self.upgraded -= 1
+            lost(reason, *args, **kwargs)
 
         protocol.connectionLost = connectionLost  # type: ignore[method-assign]
 
@@ -132,11 +139,11 @@ class _IdleWatch:
                 self.timer.reset(self.seconds)
             received(data)
 
-        def connectionLost(reason: Failure = connectionDone) -> None:
+        def connectionLost(reason: Failure = connectionDone, *args: Any, **kwargs: Any) -> None:
             for call in (self.timer, self.abort):
                 if call is not None and call.active():
                     call.cancel()
-            lost(reason)
+            lost(reason, *args, **kwargs)
 
         protocol.dataReceived = dataReceived  # type: ignore[method-assign]
         protocol.connectionLost = connectionLost  # type: ignore[method-assign]
@@ -193,6 +200,30 @@ class UpgradableHTTPChannel(HTTPChannel):
         self._expired = False
         self._pending: Deferred[Any] | None = None
         self._deadline: Any = None
+        self._connections: Connections | None = None
+        self._draining = False
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        # The site (set by its buildProtocol) keeps count of its connections
+        # so that it can drain them; a channel without one is not counted.
+        connections = getattr(getattr(self, "site", None), "connections", None)
+        if isinstance(connections, Connections):
+            self._connections = connections
+            connections.opened(self)
+            if connections.draining:
+                # Accepted as the ports closed: it sent its request already.
+                self._draining = True
+
+    def stopPersisting(self) -> None:
+        """
+        Serve no request after the current one (the server is stopping):
+        close now if none is in progress, else once it is answered.
+        """
+        self._draining = True
+        self.persistent = False
+        if not self.requests and not self._buffer and not self._dataBuffer:
+            self.loseConnection()
 
     # -- request parsing: answer what HTTPChannel closes silently ---------
 
@@ -268,6 +299,9 @@ class UpgradableHTTPChannel(HTTPChannel):
         # HTTPChannel reads only the first Connection line and splits it on
         # spaces, so "keep-alive,close" is missed (RFC 9110 §7.6.1).
         if version != b"HTTP/1.1":
+            return False
+        if self._draining:
+            request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
             return False
         values = request.requestHeaders.getRawHeaders(b"connection")
         if values is None:
@@ -570,6 +604,9 @@ class UpgradableHTTPChannel(HTTPChannel):
         self._stopDeadline()
         if self.limits.maxUpgraded is not None:
             self.limits.track(protocol)
+        if self._connections is not None:
+            self._connections.switched(self, protocol, transport)
+            self._connections = None
         idle = self.registry.idleTimeout(product.key)
 
         # Nothing of HTTP may act on the connection any more: no idle timer,
@@ -660,6 +697,8 @@ class UpgradableHTTPChannel(HTTPChannel):
             pending, self._pending = self._pending, None
             pending.cancel()
         super().connectionLost(reason)
+        if self._connections is not None:
+            self._connections.closed(self)
 
     # -- advertising ------------------------------------------------------
 

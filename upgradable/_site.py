@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 
 from ._channel import UpgradableHTTPChannel, UpgradeLimits
+from ._drain import Connections
 from ._registry import UpgradeRegistry
 
 __all__ = ["UpgradableSite"]
@@ -57,6 +59,33 @@ class UpgradableSite(Site):
         self.limits = UpgradeLimits(
             maxUpgraded, handshakeTimeout, maxUpgradeBody, maxHeaderSize, maxHeaders
         )
+        self.connections = Connections(self.reactor.callLater)
+
+    @property
+    def draining(self) -> bool:
+        """Whether :meth:`drain` was called: the site is letting its connections go."""
+        return self.connections.draining
+
+    def drain(self, grace: float | None = None) -> Deferred[None]:
+        """
+        Let every connection end, for a clean stop; call it once the site's
+        ports stopped listening.
+
+        HTTP connections between requests are closed at once; the others
+        answer the request in progress (an upgrade being decided included)
+        and close. Upgraded connections go on until they end, or until
+        ``grace`` seconds have passed: then each protocol that provides
+        :class:`~upgradable.interfaces.IGoingAway` is asked to go away, the
+        others are closed, and whatever is still open 5 s later is aborted.
+
+        :param grace: seconds upgraded connections may go on; None: no limit.
+        :return: fires when no connection of this site is left.
+        """
+        return self.connections.drain(grace)
+
+    def closeAll(self) -> None:
+        """Cut a drain's grace period short: close every connection now."""
+        self.connections.closeAll()
 
     def protocol(self) -> _GenericHTTPChannelProtocol:
         return _GenericHTTPChannelProtocol(

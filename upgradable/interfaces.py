@@ -11,7 +11,7 @@ from zope.interface import Attribute, Interface
 if TYPE_CHECKING:
     from ._decisions import UpgradeRequest
 
-__all__ = ["IUpgradeHandler", "IUpgradeProtocolPlugin"]
+__all__ = ["IGoingAway", "IUpgradeHandler", "IUpgradeProtocolPlugin"]
 
 
 class IUpgradeHandler(Interface):
@@ -38,6 +38,22 @@ class IUpgradeHandler(Interface):
             protocol ends up with the connection. If the client disconnects
             first the Deferred is cancelled. An exception (raised or as a
             failure) is logged and answered with ``500``.
+        """
+
+
+class IGoingAway(Interface):
+    """
+    An upgraded protocol that can end its connection politely when the
+    server stops: a drain's grace period is over
+    (:meth:`upgradable.UpgradableSite.drain`, ``twistd upgradable
+    --grace-period``). A protocol without it is simply closed.
+    """
+
+    def goingAway() -> None:
+        """
+        Tell the peer the server is going away and close the connection
+        (a WebSocket close 1001, an HTTP/2 GOAWAY, an IRC ``ERROR``). The
+        connection is aborted if it is still open a few seconds later.
         """
 
 

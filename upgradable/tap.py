@@ -20,9 +20,10 @@ from twisted.python import usage
 from twisted.python.filepath import FilePath
 
 from ._auth import BasicAuthHandler
+from ._health import WithHealthCheck
 from ._registry import FactoryHandler, UpgradeRegistry
 from ._site import UpgradableSite
-from ._tap import LoggingEndpointService
+from ._tap import DrainingService, LoggingEndpointService
 from ._tokens import parseProduct
 from .interfaces import IUpgradeHandler, IUpgradeProtocolPlugin
 
@@ -97,6 +98,22 @@ class Options(usage.Options, AuthOptionMixin):
             int,
         ],
         ["max-headers", None, 500, "Most header fields in a request (431 beyond).", int],
+        [
+            "grace-period",
+            None,
+            10.0,
+            "On SIGTERM, after the ports close and handshakes finish, seconds upgraded "
+            "connections may go on before they are asked to close (a second signal: at once).",
+            float,
+        ],
+        [
+            "health-path",
+            None,
+            "/healthz",
+            "Answer GET here with 200 ok, or 503 while stopping, for load balancers "
+            "(empty: no health check).",
+            str,
+        ],
     ]
     compData = usage.Completions(
         optActions={"path": usage.CompleteDirs(), "listen": usage.Completer()}
@@ -167,12 +184,16 @@ class Options(usage.Options, AuthOptionMixin):
         sys.exit(0)
 
     def postOptions(self) -> None:
-        for name in ("max-upgraded", "handshake-timeout", "max-upgrade-body"):
+        for name in ("max-upgraded", "handshake-timeout", "max-upgrade-body", "grace-period"):
             if self[name] < 0:
                 raise usage.UsageError(f"--{name} cannot be negative")
         for name in ("max-header-size", "max-headers"):
             if self[name] < 1:
                 raise usage.UsageError(f"--{name} must be at least 1")
+        health = self["health-path"].strip("/")
+        if "/" in health:
+            raise usage.UsageError("--health-path: one path segment, e.g. /healthz")
+        self["health-path"] = health
         if self["advertise"] and self["no-advertise"]:
             raise usage.UsageError("--advertise and --no-advertise contradict each other")
         self["advertise"] = not self["no-advertise"]
@@ -274,6 +295,8 @@ def makeService(options: Options) -> MultiService:
         resource: Any = File(options["path"])
     else:
         resource = WelcomePage(options["plugins"], bool(options.get("credCheckers")))
+    if options["health-path"]:
+        resource = WithHealthCheck(resource, options["health-path"].encode("utf-8"))
     site = UpgradableSite(
         resource,
         registry,
@@ -284,7 +307,7 @@ def makeService(options: Options) -> MultiService:
         maxHeaderSize=options["max-header-size"],
         maxHeaders=options["max-headers"],
     )
-    service = MultiService()
+    service = DrainingService(site, options["grace-period"])
     for description in options["listen"]:
         endpoint = serverFromString(reactor, description)
         child = LoggingEndpointService(endpoint, site)

@@ -31,13 +31,14 @@ from typing import Any
 
 from h2.errors import ErrorCodes
 from h2.events import RequestReceived
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import ITCPTransport
 from twisted.python.failure import Failure
 from twisted.web._http2 import H2Connection
 from zope.interface import implementer
 
 from .._decisions import Accept, Decision, Decline, UpgradeRequest
-from ..interfaces import IUpgradeHandler
+from ..interfaces import IGoingAway, IUpgradeHandler
 
 __all__ = ["H2CHandler", "decodeSettings", "makeHandler"]
 
@@ -91,6 +92,7 @@ def decodeSettings(value: bytes) -> bytes | None:
     return payload
 
 
+@implementer(IGoingAway)
 class _H2CConnection(H2Connection):
     """
     Twisted's ``H2Connection``, started by an upgrade instead of a preface
@@ -138,6 +140,12 @@ class _H2CConnection(H2Connection):
                 return
             self._prefaceSeen = seen + len(chunk)
         super().dataReceived(data)
+
+    def goingAway(self) -> None:
+        # RFC 9113 §6.8: GOAWAY(NO_ERROR) names the last stream served, so
+        # the client knows what to retry elsewhere.
+        self.conn.close_connection(error_code=ErrorCodes.NO_ERROR)
+        self._terminate(Failure(ConnectionDone("the server is going away")))
 
     def _serveStream1(self) -> None:
         request = self._upgradeRequest

@@ -26,7 +26,8 @@ from zope.interface import Interface, implementer
 
 from .._auth import EitherEncoding
 from .._decisions import Accept, Decision, Decline, UpgradeRequest
-from ..interfaces import IUpgradeHandler
+from .._transport import closeTransport
+from ..interfaces import IGoingAway, IUpgradeHandler
 
 __all__ = ["IRCHandler", "makeHandler"]
 
@@ -65,6 +66,7 @@ class _AnyNick:
         return defer.succeed(creds.username)
 
 
+@implementer(IGoingAway)
 class _UpgradedIRCUser(service.IRCUser):
     """
     Twisted's IRC server protocol, registering without NickServ.
@@ -109,6 +111,11 @@ class _UpgradedIRCUser(service.IRCUser):
         self.password = None
         self.nickname = self.name = nickname
         self.logInAs(nickname, password)
+
+    def goingAway(self) -> None:
+        # RFC 2812 §3.7.4: ERROR tells a client why its link is closing.
+        self.sendLine("ERROR :Closing Link: server shutting down")
+        closeTransport(self.transport)
 
     def irc_PING(self, prefix: str, params: list[str]) -> None:
         # RFC 2812 §3.7.3: PONG names this server and echoes the token, which

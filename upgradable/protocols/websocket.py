@@ -57,7 +57,7 @@ from zope.interface import implementer
 from .._decisions import Accept, Decision, Decline, Reject, UpgradeRequest
 from .._tokens import splitList
 from .._transport import closeTransport
-from ..interfaces import IUpgradeHandler
+from ..interfaces import IGoingAway, IUpgradeHandler
 
 __all__ = ["WebSocketHandler", "WebSocketProtocol", "makeHandler"]
 
@@ -122,7 +122,7 @@ class WebSocketProtocol:
             self._connection.close(code, reason)
 
 
-@implementer(IPushProducer)
+@implementer(IPushProducer, IGoingAway)
 class _WebSocketConnection(Protocol):
     """Bytes on the transport <-> wsproto <-> the application."""
 
@@ -201,6 +201,13 @@ class _WebSocketConnection(Protocol):
             self.sendEvent(CloseConnection(code=code, reason=reason))
             # Give the peer a moment to answer the close, then drop it.
             self._closeTimer = self._reactor().callLater(5, self.transport.abortConnection)
+
+    def goingAway(self) -> None:
+        """The server is stopping: close with 1001, or drop a closing connection."""
+        if self.ws.state is ConnectionState.OPEN:
+            self.close(GOING_AWAY, "server going away")
+        else:
+            self._drop()
 
     def _drop(self) -> None:
         closeTransport(self.transport)

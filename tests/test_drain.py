@@ -1,0 +1,225 @@
+"""
+UpgradableSite.drain: a stopping server finishes its handshakes, lets its
+upgraded connections end, and closes what is left after the grace period.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from upgradable import Accept, UpgradeRegistry
+from upgradable.interfaces import IGoingAway
+
+from .helpers import (
+    ECHO_REQ,
+    IRC_REQ,
+    RecordingFactory,
+    RecordingProtocol,
+    ScriptedHandler,
+    Server,
+    deferred,
+    parseResponses,
+    standardServer,
+)
+
+DONE = Failure(ConnectionDone())
+GET = b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def another(server: Server) -> tuple[Any, StringTransport]:
+    """A second connection to the same site."""
+    protocol = server.site.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def fired(d: Any) -> bool:
+    result: list[object] = []
+    d.addBoth(result.append)
+    return bool(result)
+
+
+def test_drainWithNoConnectionsFiresAtOnce() -> None:
+    server, _ = standardServer()
+    server.protocol.connectionLost(DONE)
+    assert fired(server.site.drain(10))
+    assert server.site.draining
+
+
+def test_anIdleKeepAliveConnectionIsClosedAtOnce() -> None:
+    server, _ = standardServer()
+    server.send(GET)
+    assert parseResponses(server.output())[0][0].code == 200
+    assert not server.closed
+    drained = server.site.drain(10)
+    assert server.closed
+    assert not fired(drained)
+    server.protocol.connectionLost(DONE)
+    assert fired(drained)
+
+
+def test_aRequestInProgressIsAnsweredWithConnectionCloseThenClosed() -> None:
+    server, _ = standardServer()
+    server.resource.delay = True
+    server.send(GET)
+    drained = server.site.drain(10)
+    assert not server.closed
+    server.resource.release()
+    assert parseResponses(server.output())[0][0].code == 200
+    assert server.closed
+    server.protocol.connectionLost(DONE)
+    assert fired(drained)
+
+
+def test_aNewRequestOnADrainingConnectionIsTheLastOne() -> None:
+    server, _ = standardServer()
+    server.send(b"GET /x HTTP/1.1\r\nHost: x")  # a head still arriving
+    server.site.drain(10)
+    assert not server.closed
+    server.send(b"\r\n\r\n" + GET)
+    responses, _ = parseResponses(server.output())
+    assert [r.code for r in responses] == [200]
+    assert responses[0].tokens(b"connection") == [b"close"]
+    assert server.closed
+
+
+def test_aConnectionAcceptedDuringTheDrainIsServedOnce() -> None:
+    server, _ = standardServer()
+    server.site.drain(10)
+    protocol, transport = another(server)
+    assert not transport.disconnecting
+    protocol.dataReceived(GET + GET)
+    responses, _ = parseResponses(bytes(transport.value()))
+    assert [r.code for r in responses] == [200]
+    assert transport.disconnecting
+
+
+def test_anUpgradeBeingDecidedFinishesAndItsConnectionIsWaitedFor() -> None:
+    pending = deferred()
+    irc = RecordingFactory()
+    registry = UpgradeRegistry()
+    registry.register(b"IRC/6.9", ScriptedHandler(lambda request, product: pending))
+    server = Server(registry=registry)
+    server.send(IRC_REQ + b"NICK a\r\n")
+    drained = server.site.drain(None)
+    assert not server.closed
+    protocol = irc.buildProtocol(None)
+    pending.callback(Accept(protocol))
+    assert parseResponses(server.output())[0][0].code == 101
+    assert protocol.data == b"NICK a\r\n"
+    assert not server.closed
+    assert not fired(drained)
+    server.clock.advance(3600)  # no grace period: it may go on
+    assert not server.closed
+    server.protocol.connectionLost(DONE)
+    assert protocol.lost == [DONE]
+    assert fired(drained)
+
+
+def test_upgradedConnectionsAreClosedAfterTheGracePeriodThenAborted() -> None:
+    server, irc = standardServer()
+    server.send(IRC_REQ)
+    echo, echoTransport = another(server)
+    echo.dataReceived(ECHO_REQ)
+    drained = server.site.drain(30)
+    server.clock.advance(29)
+    assert not server.closed and not echoTransport.disconnecting
+    echo.dataReceived(b"still here")
+    assert bytes(echoTransport.value()).endswith(b"still here")
+    server.clock.advance(1)
+    assert server.closed and echoTransport.disconnecting
+    echo.connectionLost(DONE)
+    assert not fired(drained)
+    server.clock.advance(5)
+    assert server.transport.disconnecting  # StringTransport: abort sets it too
+    server.protocol.connectionLost(DONE)
+    assert irc.last.lost == [DONE]
+    assert fired(drained)
+
+
+def test_closeAllCutsTheGracePeriodShort() -> None:
+    server, _ = standardServer()
+    server.send(ECHO_REQ)
+    drained = server.site.drain(None)
+    assert not server.closed
+    server.site.closeAll()
+    assert server.closed
+    server.protocol.connectionLost(DONE)
+    assert fired(drained)
+    assert not server.clock.getDelayedCalls() or all(
+        not call.active() for call in server.clock.getDelayedCalls()
+    )
+
+
+@implementer(IGoingAway)
+class Polite(RecordingProtocol):
+    def __init__(self) -> None:
+        super().__init__()
+        self.goneAway = 0
+
+    def goingAway(self) -> None:
+        self.goneAway += 1
+        assert self.transport is not None
+        self.transport.write(b"bye\r\n")
+        self.transport.loseConnection()
+
+
+def test_aProtocolThatCanGoAwayIsAskedTo() -> None:
+    polite = Polite()
+    registry = UpgradeRegistry()
+    registry.register(b"IRC/6.9", ScriptedHandler(Accept(polite)))
+    server = Server(registry=registry)
+    server.send(IRC_REQ)
+    server.site.drain(0)
+    server.clock.advance(0)
+    assert polite.goneAway == 1
+    assert server.output().endswith(b"\r\n\r\nbye\r\n")
+    assert server.closed
+
+
+def test_theGracePeriodEndsAHandshakeStillBeingDecided() -> None:
+    pending = deferred()
+    registry = UpgradeRegistry()
+    registry.register(b"IRC/6.9", ScriptedHandler(lambda request, product: pending))
+    server = Server(registry=registry)
+    server.send(IRC_REQ)
+    drained = server.site.drain(1)
+    server.clock.advance(1)
+    assert server.closed
+    server.protocol.connectionLost(DONE)
+    assert pending.called  # cancelled with the connection
+    pending.addErrback(lambda failure: None)
+    assert fired(drained)
+
+
+def test_aConnectionSwitchedAfterTheGracePeriodGoesAwayAtOnce() -> None:
+    server, _ = standardServer()
+    server.send(ECHO_REQ)
+    server.site.drain(0)
+    server.clock.advance(0)
+    polite, transport = Polite(), StringTransport()
+    polite.makeConnection(transport)
+    server.site.connections.switched(object(), polite, transport)  # type: ignore[arg-type]
+    assert polite.goneAway == 1
+    assert transport.value() == b"bye\r\n"
+
+
+def test_theDrainCountsEveryConnectionOfTheSite() -> None:
+    server, _ = standardServer()
+    server.send(IRC_REQ)
+    plain, _ = another(server)
+    echo, _ = another(server)
+    echo.dataReceived(ECHO_REQ)
+    connections = server.site.connections
+    assert (len(connections.http), len(connections.upgraded)) == (1, 2)
+    plain.connectionLost(DONE)
+    echo.connectionLost(DONE)
+    assert (len(connections.http), len(connections.upgraded)) == (0, 1)
+    server.protocol.connectionLost(DONE)
+    assert len(connections) == 0

@@ -1,0 +1,155 @@
+# Letting a site's connections end before its process stops.
+#
+# A site knows its live connections: the HTTP channels, until they close or
+# switch, and the upgraded protocols, until their connections are lost. A
+# drain (UpgradableSite.drain, which twistd's stop runs once the listening
+# ports are closed) then:
+# - closes every HTTP connection that is between requests at once, and lets
+#   every other one finish its request (an upgrade being decided included:
+#   a 101 moves it to the upgraded ones) and close after its response;
+# - leaves upgraded connections alone until they end by themselves, or until
+#   the grace period is over: then each is asked to go away (IGoingAway, e.g.
+#   a WebSocket close 1001) or closed, and aborted a few seconds later.
+# The Deferred it returns fires when no connection is left.
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IProtocol
+from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ._transport import closeTransport
+from .interfaces import IGoingAway
+
+if TYPE_CHECKING:
+    from ._channel import UpgradableHTTPChannel
+
+__all__ = ["Connections"]
+
+_log = Logger()
+
+
+class Connections:
+    """
+    The live connections of one site, and how to let them go.
+
+    :param callLater: schedules the grace period and the aborts.
+    """
+
+    #: Seconds a connection asked to close (or go away) may take to do so
+    #: before it is aborted; over TLS a close waits for the peer's close_notify.
+    abortAfter = 5.0
+
+    def __init__(self, callLater: Any) -> None:
+        self.callLater = callLater
+        self.http: set[UpgradableHTTPChannel] = set()
+        self.upgraded: dict[IProtocol, Any] = {}
+        self.draining = False
+        self._closing = False
+        self._drained: list[Deferred[None]] = []
+        self._timers: list[IDelayedCall] = []
+
+    def __len__(self) -> int:
+        return len(self.http) + len(self.upgraded)
+
+    # -- what the channels report -----------------------------------------
+
+    def opened(self, channel: UpgradableHTTPChannel) -> None:
+        self.http.add(channel)
+
+    def closed(self, channel: UpgradableHTTPChannel) -> None:
+        self.http.discard(channel)
+        self._check()
+
+    def switched(self, channel: UpgradableHTTPChannel, protocol: IProtocol, transport: Any) -> None:
+        """``channel`` gave its connection to ``protocol``: track that until it is lost."""
+        self.http.discard(channel)
+        self.upgraded[protocol] = transport
+        lost = protocol.connectionLost
+
+        # Extra arguments pass through: Twisted's H2Connection calls its own
+        # connectionLost with _cancelTimeouts=False (then the transport
+        # calls it again).
+        def connectionLost(reason: Failure = connectionDone, *args: Any, **kwargs: Any) -> None:
+            self.upgraded.pop(protocol, None)
+            try:
+                lost(reason, *args, **kwargs)
+            finally:
+                self._check()
+
+        protocol.connectionLost = connectionLost  # type: ignore[method-assign]
+        if self._closing:
+            # Switched during a drain whose grace period is already over.
+            self._goAway(protocol, transport)
+
+    # -- draining -----------------------------------------------------------
+
+    def drain(self, grace: float | None) -> Deferred[None]:
+        """
+        Stop keeping connections: see the module comment. ``grace`` is how
+        long upgraded connections may go on (None: as long as they like; 0:
+        ask them to go now).
+        """
+        if not self.draining:
+            self.draining = True
+            _log.info(
+                "Draining {http} HTTP and {upgraded} upgraded connections (grace period: {grace})",
+                http=len(self.http),
+                upgraded=len(self.upgraded),
+                grace="none" if grace is None else f"{grace:g} s",
+            )
+            for channel in list(self.http):
+                channel.stopPersisting()
+            if grace is not None:
+                self._timers.append(self.callLater(grace, self.closeAll))
+        if not self:
+            self._check()
+            return succeed(None)
+        drained: Deferred[None] = Deferred()
+        self._drained.append(drained)
+        return drained
+
+    def closeAll(self) -> None:
+        """End the drain's grace period now: close every connection left."""
+        self.draining = self._closing = True
+        for timer in self._timers:
+            if timer.active():
+                timer.cancel()
+        self._timers = [self.callLater(self.abortAfter, self._abortAll)]
+        if self:
+            _log.info("Closing the {count} connections left", count=len(self))
+        for channel in list(self.http):
+            closeTransport(channel.transport)
+        for protocol, transport in list(self.upgraded.items()):
+            self._goAway(protocol, transport)
+        self._check()
+
+    def _goAway(self, protocol: IProtocol, transport: Any) -> None:
+        try:
+            if IGoingAway.providedBy(protocol):
+                protocol.goingAway()
+            else:
+                closeTransport(transport)
+        except Exception:
+            _log.failure("{protocol!r} failed to go away; closing", protocol=protocol)
+            transport.abortConnection()
+
+    def _abortAll(self) -> None:
+        for channel in list(self.http):
+            channel.transport.abortConnection()
+        for transport in list(self.upgraded.values()):
+            transport.abortConnection()
+
+    def _check(self) -> None:
+        if self.draining and not self:
+            for timer in self._timers:
+                if timer.active():
+                    timer.cancel()
+            drained, self._drained = self._drained, []
+            if drained:
+                _log.info("Drained: no connection left")
+            for deferred in drained:
+                deferred.callback(None)
