@@ -11,7 +11,10 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.settings
+import hyperframe.frame
 import pytest
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
 from twisted.web.resource import ForbiddenResource, Resource
 
 from upgradable import UpgradeRegistry
@@ -292,6 +295,36 @@ def test_http11AfterThe101IsAProtocolError() -> None:
     server.send(b"GET / HTTP/1.1\r\n\r\n")
     out = server.output()
     assert b"\x07\x00\x00\x00\x00\x00" in out  # a GOAWAY frame on stream 0
+    assert server.closed
+
+
+def test_aProtocolErrorUnderLimitsAndDrainIsCountedOutOnce() -> None:
+    """
+    H2Connection calls its own connectionLost with an extra argument, then
+    the transport calls it again: the counting wrappers take both.
+    """
+    registry = UpgradeRegistry()
+    registry.register(b"h2c", H2CHandler())
+    server = Server(registry=registry, limits={"maxUpgraded": 5})
+    server.send(h2cRequest())
+    assert server.site.limits.upgraded == 1
+    assert len(server.site.connections.upgraded) == 1
+    server.send(b"GET / HTTP/1.1\r\n\r\n")
+    assert server.closed
+    server.protocol.connectionLost(Failure(ConnectionDone()))
+    assert server.site.limits.upgraded == 0
+    assert len(server.site.connections) == 0
+
+
+def test_goingAwaySendsGoawayWithNoErrorAndCloses() -> None:
+    server = h2cServer()
+    server.send(h2cRequest())
+    step(server)
+    server.clear()
+    server.site.drain(0)
+    server.clock.advance(0)
+    goaway = [f for f in frames(server.output()) if isinstance(f, hyperframe.frame.GoAwayFrame)]
+    assert [(f.error_code, f.last_stream_id) for f in goaway] == [(0, 1)]
     assert server.closed
 
 
