@@ -295,3 +295,45 @@ def test_h2cIsOnByDefaultAndWithoutH2cTurnsItOff() -> None:
         ).stdout
     assert off.startswith(b"HTTP/1.1 200 OK")
     assert b"h2c" not in off.split(b"\r\n\r\n")[0]
+
+
+def test_anHTTP2ConnectionOverTLSIsDrainedToo(certificate: Path) -> None:
+    """ALPN h2 connections are HTTP/2 from the start; the drain waits for them, then closes."""
+    import ssl
+
+    import h2.connection
+
+    with twistd(
+        "--grace-period", "1", "--listen", f"ssl:0:interface={HOST}:privateKey={certificate}"
+    ) as server:  # fmt: skip
+        deadline = time.monotonic() + 10
+        while not (found := re.findall(r"port=(\d+)\) \(ssl:", server.log())):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        tls = int(found[0])
+        context = ssl.create_default_context(cafile=str(certificate))
+        context.set_alpn_protocols(["h2"])
+        sock = context.wrap_socket(socket.create_connection((HOST, tls), timeout=10),
+                                   server_hostname=HOST)  # fmt: skip
+        assert sock.selected_alpn_protocol() == "h2"
+        conn = h2.connection.H2Connection()
+        conn.initiate_connection()
+        conn.send_headers(1, [(":method", "GET"), (":path", "/healthz"), (":scheme", "https"),
+                              (":authority", HOST)], end_stream=True)  # fmt: skip
+        sock.sendall(conn.data_to_send())
+        events: list[object] = []
+        while not any(type(e).__name__ == "StreamEnded" for e in events):
+            events += conn.receive_data(sock.recv(65536))
+            sock.sendall(conn.data_to_send())
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        while chunk := sock.recv(65536):  # until the server closes, after the grace period
+            events += conn.receive_data(chunk)
+        sock.close()
+        code = server.process.wait(10)
+        elapsed = time.monotonic() - started
+    assert code == -signal.SIGTERM
+    assert 1 <= elapsed < 4
+    assert [type(e).__name__ for e in events][-1] == "ConnectionTerminated"  # GOAWAY
+    assert "Draining 1 HTTP and 0 upgraded connections" in server.log()
+    assert "Traceback" not in server.log()

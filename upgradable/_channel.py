@@ -203,18 +203,6 @@ class UpgradableHTTPChannel(HTTPChannel):
         self._connections: Connections | None = None
         self._draining = False
 
-    def connectionMade(self) -> None:
-        super().connectionMade()
-        # The site (set by its buildProtocol) keeps count of its connections
-        # so that it can drain them; a channel without one is not counted.
-        connections = getattr(getattr(self, "site", None), "connections", None)
-        if isinstance(connections, Connections):
-            self._connections = connections
-            connections.opened(self)
-            if connections.draining:
-                # Accepted as the ports closed: it sent its request already.
-                self._draining = True
-
     def stopPersisting(self) -> None:
         """
         Serve no request after the current one (the server is stopping):
@@ -224,6 +212,13 @@ class UpgradableHTTPChannel(HTTPChannel):
         self.persistent = False
         if not self.requests and not self._buffer and not self._dataBuffer:
             self.loseConnection()
+
+    def _tracked(self, connections: Connections) -> None:
+        """Called by the site: report the switch to ``connections``."""
+        self._connections = connections
+        if connections.draining:
+            # Accepted as the ports closed: it sent its request already.
+            self._draining = True
 
     # -- request parsing: answer what HTTPChannel closes silently ---------
 
@@ -697,8 +692,6 @@ class UpgradableHTTPChannel(HTTPChannel):
             pending, self._pending = self._pending, None
             pending.cancel()
         super().connectionLost(reason)
-        if self._connections is not None:
-            self._connections.closed(self)
 
     # -- advertising ------------------------------------------------------
 

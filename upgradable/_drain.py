@@ -45,7 +45,9 @@ class Connections:
 
     def __init__(self, callLater: Any) -> None:
         self.callLater = callLater
-        self.http: set[UpgradableHTTPChannel] = set()
+        # Each HTTP connection's channel, with the protocol its transport
+        # calls (Twisted's wrapper, which may have given it to HTTP/2).
+        self.http: dict[UpgradableHTTPChannel, Any] = {}
         self.upgraded: dict[IProtocol, Any] = {}
         self.draining = False
         self._closing = False
@@ -57,16 +59,16 @@ class Connections:
 
     # -- what the channels report -----------------------------------------
 
-    def opened(self, channel: UpgradableHTTPChannel) -> None:
-        self.http.add(channel)
+    def opened(self, channel: UpgradableHTTPChannel, wrapper: Any) -> None:
+        self.http[channel] = wrapper
 
     def closed(self, channel: UpgradableHTTPChannel) -> None:
-        self.http.discard(channel)
-        self._check()
+        if self.http.pop(channel, None) is not None:
+            self._check()
 
     def switched(self, channel: UpgradableHTTPChannel, protocol: IProtocol, transport: Any) -> None:
         """``channel`` gave its connection to ``protocol``: track that until it is lost."""
-        self.http.discard(channel)
+        self.http.pop(channel, None)
         self.upgraded[protocol] = transport
         lost = protocol.connectionLost
 
@@ -101,8 +103,11 @@ class Connections:
                 upgraded=len(self.upgraded),
                 grace="none" if grace is None else f"{grace:g} s",
             )
-            for channel in list(self.http):
-                channel.stopPersisting()
+            for channel, wrapper in list(self.http.items()):
+                if getattr(wrapper, "_channel", channel) is channel:
+                    channel.stopPersisting()
+                # else: HTTP/2 (TLS ALPN) took it over; it goes on until the
+                # grace period is over, like an upgraded connection.
             if grace is not None:
                 self._timers.append(self.callLater(grace, self.closeAll))
         if not self:
@@ -121,7 +126,12 @@ class Connections:
         self._timers = [self.callLater(self.abortAfter, self._abortAll)]
         if self:
             _log.info("Closing the {count} connections left", count=len(self))
-        for channel in list(self.http):
+        for channel, wrapper in list(self.http.items()):
+            current = getattr(wrapper, "_channel", channel)
+            if current is not channel and hasattr(current, "conn"):
+                # HTTP/2 over TLS (ALPN): GOAWAY(NO_ERROR) first.
+                current.conn.close_connection()
+                channel.transport.write(current.conn.data_to_send())
             closeTransport(channel.transport)
         for protocol, transport in list(self.upgraded.items()):
             self._goAway(protocol, transport)

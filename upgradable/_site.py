@@ -7,6 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 from twisted.web.resource import IResource
 from twisted.web.server import Site
@@ -88,9 +90,8 @@ class UpgradableSite(Site):
         self.connections.closeAll()
 
     def protocol(self) -> _GenericHTTPChannelProtocol:
-        return _GenericHTTPChannelProtocol(
-            UpgradableHTTPChannel(self.registry, advertise=self.advertise, limits=self.limits)
-        )
+        channel = UpgradableHTTPChannel(self.registry, advertise=self.advertise, limits=self.limits)
+        return _TrackedHTTPProtocol(channel, self.connections)
 
     def startFactory(self) -> None:
         super().startFactory()
@@ -99,3 +100,29 @@ class UpgradableSite(Site):
     def stopFactory(self) -> None:
         self.registry.stopFactories()
         super().stopFactory()
+
+
+class _TrackedHTTPProtocol(_GenericHTTPChannelProtocol):
+    """
+    Twisted's wrapper (which hands a TLS connection to HTTP/2 when ALPN
+    picked h2), counted in the site's connections from connectionMade until
+    connectionLost, whichever protocol it ended up with. A connection that
+    switches with Upgrade stops calling it: the channel reports the switch.
+    """
+
+    def __init__(self, channel: UpgradableHTTPChannel, connections: Connections) -> None:
+        super().__init__(channel)
+        self._tracked = channel
+        self._connections = connections
+
+    def makeConnection(self, transport: Any) -> None:
+        # The wrapper forwards makeConnection (not connectionMade) to the channel.
+        self._connections.opened(self._tracked, self)
+        self._tracked._tracked(self._connections)
+        super().makeConnection(transport)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        try:
+            super().connectionLost(reason)
+        finally:
+            self._connections.closed(self._tracked)

@@ -5,6 +5,7 @@ protocols of the installed protocol plugins.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -99,6 +100,14 @@ class Options(usage.Options, AuthOptionMixin):
         ],
         ["max-headers", None, 500, "Most header fields in a request (431 beyond).", int],
         [
+            "workers",
+            None,
+            1,
+            "Serve with this many worker processes that share the listening sockets "
+            "(1: this process serves; 0: one per CPU).",
+            int,
+        ],
+        [
             "grace-period",
             None,
             10.0,
@@ -126,6 +135,11 @@ class Options(usage.Options, AuthOptionMixin):
         self["without"] = []
         self["relays"] = []
         self["idle-timeouts"] = {}
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        # Kept for --workers, whose workers parse the same command line.
+        self.argv = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(options)
 
     def opt_listen(self, endpoint: str) -> None:
         """Listen on this server endpoint: tcp:8080, tcp:8080:interface=127.0.0.1, ssl:8443:privateKey=key.pem, haproxy:tcp:8080 ... (repeatable; default tcp:8080)."""  # noqa: E501
@@ -190,6 +204,10 @@ class Options(usage.Options, AuthOptionMixin):
         for name in ("max-header-size", "max-headers"):
             if self[name] < 1:
                 raise usage.UsageError(f"--{name} must be at least 1")
+        if self["workers"] < 0:
+            raise usage.UsageError("--workers cannot be negative")
+        if self["workers"] == 0:
+            self["workers"] = os.cpu_count() or 1
         health = self["health-path"].strip("/")
         if "/" in health:
             raise usage.UsageError("--health-path: one path segment, e.g. /healthz")
@@ -283,12 +301,32 @@ def buildRegistry(options: Options) -> UpgradeRegistry:
     return registry
 
 
-def makeService(options: Options) -> MultiService:
-    """Build the listening services for ``options``."""
+def makeService(
+    options: Options, inherited: Sequence[tuple[int, int]] | None = None
+) -> MultiService:
+    """
+    Build the service for ``options``: the listening services of one site,
+    or, with ``--workers`` above 1, the master of that many worker processes.
+
+    :param inherited: in a worker, the (descriptor, address family) of each
+        ``--listen`` endpoint's socket, in order, to accept on instead of
+        binding.
+    """
     from twisted.internet import reactor
     from twisted.web.static import File
 
     from ._page import WelcomePage
+    from ._sockets import adoptingReactor
+
+    if options["workers"] > 1 and inherited is None:
+        from ._workers import WorkerPool
+
+        service = MultiService()
+        pool = WorkerPool(
+            options.argv, options["listen"], options["workers"], options["grace-period"]
+        )
+        pool.setServiceParent(service)
+        return service
 
     registry = buildRegistry(options)
     if options["path"] is not None:
@@ -308,8 +346,11 @@ def makeService(options: Options) -> MultiService:
         maxHeaders=options["max-headers"],
     )
     service = DrainingService(site, options["grace-period"])
-    for description in options["listen"]:
-        endpoint = serverFromString(reactor, description)
+    for index, description in enumerate(options["listen"]):
+        endpointReactor: Any = reactor
+        if inherited is not None:
+            endpointReactor = adoptingReactor(reactor, *inherited[index])
+        endpoint = serverFromString(endpointReactor, description)
         child = LoggingEndpointService(endpoint, site)
         child.endpointDescription = description
         child.setServiceParent(service)

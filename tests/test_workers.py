@@ -1,0 +1,183 @@
+"""
+``twistd -n upgradable --workers N``: one master binds the sockets, N worker
+processes accept on them; real processes, real sockets.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .conftest import requirePeer
+from .test_twistd import HOST, Twistd, readAll, twistd, upgradedSocket
+
+ECHO = b"HTTP/2.0"
+
+
+def waitFor(condition: Callable[[], object], seconds: float = 15, what: str = "") -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def workerPids(server: Twistd) -> dict[int, list[int]]:
+    """Every pid each worker number had, in order."""
+    pids: dict[int, list[int]] = {}
+    for number, pid in re.findall(r"Worker (\d+) started \(pid (\d+)\)", server.log()):
+        pids.setdefault(int(number), []).append(int(pid))
+    return pids
+
+
+def echoOnce(port: int, payload: bytes = b"ping") -> None:
+    sock = upgradedSocket(port, ECHO)
+    sock.settimeout(10)
+    sock.sendall(payload)
+    data = b""
+    while len(data) < len(payload):
+        chunk = sock.recv(4096)
+        assert chunk, data
+        data += chunk
+    assert data == payload
+    sock.close()
+
+
+def test_workersShareThePortAndEachServesConnections() -> None:
+    with twistd("--workers", "2") as server:
+        waitFor(lambda: server.log().count("[worker") and len(workerPids(server)) == 2, what="2")
+        assert "shared by 2 workers" in server.log()
+        served: set[str] = set()
+        for _ in range(20):  # bounded: rounds of concurrent connections
+            sockets = [upgradedSocket(server.port, ECHO) for _ in range(20)]
+            for sock in sockets:
+                sock.settimeout(10)
+                sock.sendall(b"x")
+                assert sock.recv(1) == b"x"
+                sock.close()
+            served = set(re.findall(r"\[(worker \d)\] Upgraded ", server.log()))
+            if served == {"worker 1", "worker 2"}:
+                break
+        assert served == {"worker 1", "worker 2"}
+        pids = workerPids(server)
+        assert all(len(p) == 1 for p in pids.values())
+        assert server.process.pid not in {p[0] for p in pids.values()}
+    assert "Traceback" not in server.log()
+
+
+def test_aKilledWorkerIsReplacedAndNoConnectionIsRefusedMeanwhile() -> None:
+    with twistd("--workers", "2") as server:
+        waitFor(lambda: "[worker 2] upgradable listening" in server.log()
+                and "[worker 1] upgradable listening" in server.log(), what="workers")  # fmt: skip
+        victim = workerPids(server)[1][0]
+        os.kill(victim, signal.SIGKILL)
+        for _ in range(30):  # at once, while worker 1 is gone and being replaced
+            echoOnce(server.port)
+        waitFor(lambda: len(workerPids(server).get(1, [])) == 2, what="a new worker 1")
+        assert f"Worker 1 (pid {victim}) ended by itself" in server.log()
+        waitFor(lambda: server.log().count("[worker 1] upgradable listening") == 2, what="ready")
+        echoOnce(server.port)
+    assert "Traceback" not in server.log()
+
+
+def test_sigtermDrainsEveryWorkerThenTheMasterExits() -> None:
+    with twistd("--workers", "2", "--grace-period", "1", "--protocol", "irc") as server:
+        waitFor(lambda: server.log().count("upgradable listening") == 3, what="workers")
+        sock = upgradedSocket(server.port, b"IRC/6.9")
+        sock.sendall(b"NICK alice\r\nUSER a 0 * :A\r\n")
+        sock.settimeout(10)
+        assert b" 001 alice " in sock.recv(4096)
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        code = server.process.wait(15)
+        elapsed = time.monotonic() - started
+        rest = readAll(sock)
+        sock.close()
+        pids = [p[0] for p in workerPids(server).values()]
+    assert code == -signal.SIGTERM
+    assert 1 <= elapsed < 8
+    assert rest == b"ERROR :Closing Link: server shutting down\r\n"
+    for pid in pids:
+        assert (
+            not Path(f"/proc/{pid}").exists()
+            or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+        )
+    log = server.log()
+    assert log.count("stopped: exited") == 2
+    assert "Traceback" not in log
+
+
+def test_workersStopWhenTheMasterDies() -> None:
+    with twistd("--workers", "2") as server:
+        waitFor(lambda: server.log().count("upgradable listening") == 3, what="workers")
+        pids = [p[0] for p in workerPids(server).values()]
+        server.process.kill()
+        server.process.wait(10)
+
+        def gone() -> bool:
+            for pid in pids:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    continue
+                status = Path(f"/proc/{pid}/status").read_text()
+                if "zombie" not in status.lower():
+                    return False
+            return True
+
+        waitFor(gone, what="the workers to stop")
+
+
+def test_theProxyProtocolAndTLSWorkInWorkers(certificate: Path) -> None:
+    curl = requirePeer("curl")
+    key = certificate
+    with twistd(
+        "--workers", "2",
+        "--listen", f"haproxy:tcp:0:interface={HOST}",
+        "--listen", f"ssl:0:interface={HOST}:privateKey={key}",
+    ) as server:  # fmt: skip
+        waitFor(lambda: server.log().count("upgradable listening") == 9, what="workers")
+        ports = [int(p) for p in re.findall(r"port=(\d+)\) \([^)]*\), shared by", server.log())]
+        plain, proxied, tls = ports
+        sock = socket.create_connection((HOST, proxied), timeout=10)
+        sock.sendall(
+            b"PROXY TCP4 192.0.2.7 127.0.0.1 4321 80\r\n"
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: HTTP/2.0\r\n\r\nhi"
+        )
+        data = b""
+        while not data.endswith(b"hi"):
+            data += sock.recv(4096)
+        sock.close()
+        waitFor(lambda: "host='192.0.2.7', port=4321" in server.log(), what="the client address")
+        result = subprocess.run(
+            [curl, "-sk", f"https://{HOST}:{tls}/healthz"], capture_output=True, timeout=30
+        )
+        assert result.stdout == b"ok\n"
+        echoOnce(plain)
+    assert "Traceback" not in server.log()
+
+
+def test_aPortInUseStopsTheMasterBeforeAnyWorkerStarts() -> None:
+    from .test_twistd import TWISTD
+
+    taken = socket.socket()
+    taken.bind((HOST, 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        result = subprocess.run(
+            [*TWISTD, "--pidfile=", "-n", "upgradable", "--workers", "2",
+             "--listen", f"tcp:{port}:interface={HOST}"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        taken.close()
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Address already in use" in output
+    assert "Worker 1 started" not in output

@@ -1,0 +1,143 @@
+# Listening sockets shared by several processes (twistd upgradable --workers).
+#
+# The master process binds every --listen endpoint but never accepts; each
+# worker inherits the sockets and accepts on them, so the kernel hands every
+# new connection to whichever worker is ready. A worker that stops (or dies)
+# leaves the socket open in the others: no connection is refused meanwhile.
+#
+# Both sides parse the very same endpoint strings with serverFromString, each
+# with a stand-in reactor: the master's binds and stops reading, a worker's
+# adopts the inherited descriptor instead of binding. Every endpoint that
+# ends in listenTCP, listenSSL or listenUNIX works this way, wrappers such as
+# haproxy: included (TLS is set up in the worker, from the same string).
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import Factory, Protocol
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+
+__all__ = ["SharedSocket", "adoptingReactor", "bindShared"]
+
+
+@dataclass(frozen=True)
+class SharedSocket:
+    """A listening socket a master holds for its workers."""
+
+    description: str
+    port: IListeningPort
+    family: int
+
+    @property
+    def fileno(self) -> int:
+        return self.port.fileno()  # type: ignore[attr-defined,no-any-return]
+
+
+class _Binding:
+    """A reactor that binds and listens, and never accepts."""
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+        self.bound: list[tuple[IListeningPort, int]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reactor, name)
+
+    def _hold(self, port: Any, family: int) -> IListeningPort:
+        # startListening started reading; nothing ran since, so nothing
+        # was accepted, and from now on nothing will be.
+        port.stopReading()
+        self.bound.append((port, family))
+        return port  # type: ignore[no-any-return]
+
+    def listenTCP(
+        self, port: int, factory: Any, backlog: int = 50, interface: str = ""
+    ) -> IListeningPort:
+        listening = self._reactor.listenTCP(port, factory, backlog, interface)
+        return self._hold(listening, listening.addressFamily)
+
+    def listenSSL(
+        self, port: int, factory: Any, contextFactory: Any, backlog: int = 50, interface: str = ""
+    ) -> IListeningPort:
+        return self.listenTCP(port, factory, backlog, interface)  # TLS is the workers' business
+
+    def listenUNIX(
+        self, address: str, factory: Any, backlog: int = 50, mode: int = 0o666, wantPID: int = 0
+    ) -> IListeningPort:
+        listening = self._reactor.listenUNIX(address, factory, backlog, mode, wantPID)
+        return self._hold(listening, socket.AF_UNIX)
+
+
+class _NeverAccepts(Factory):
+    noisy = False
+    protocol = Protocol
+
+
+def bindShared(reactor: Any, description: str) -> SharedSocket:
+    """
+    Bind the endpoint ``description`` for workers to accept on.
+
+    :raises Exception: whatever listening raised (an address in use, say),
+        or ValueError for an endpoint that does not listen on one socket.
+    """
+    binding = _Binding(reactor)
+    endpoint = serverFromString(binding, description)
+    result: list[Any] = []
+    endpoint.listen(_NeverAccepts()).addBoth(result.append)
+    if not result:
+        raise ValueError(f"--listen {description}: cannot be shared by workers (not immediate)")
+    if isinstance(result[0], Failure):
+        result[0].raiseException()
+    if len(binding.bound) != 1:
+        for port, _ in binding.bound:
+            port.stopListening()
+        raise ValueError(f"--listen {description}: cannot be shared by workers (not one socket)")
+    port, family = binding.bound[0]
+    return SharedSocket(description, port, family)
+
+
+class _Adopting:
+    """A reactor whose listen* adopt one inherited listening socket."""
+
+    def __init__(self, reactor: Any, fileno: int, family: int) -> None:
+        self._reactor = reactor
+        self._fileno = fileno
+        self._family = family
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reactor, name)
+
+    def _adopt(self, factory: Any) -> IListeningPort:
+        if self._fileno < 0:
+            raise ValueError("this endpoint listened twice; a worker has one socket for it")
+        port = self._reactor.adoptStreamPort(self._fileno, self._family, factory)
+        os.close(self._fileno)  # the port holds its own duplicate
+        self._fileno = -1
+        return port  # type: ignore[no-any-return]
+
+    def listenTCP(
+        self, port: int, factory: Any, backlog: int = 50, interface: str = ""
+    ) -> IListeningPort:
+        return self._adopt(factory)
+
+    def listenSSL(
+        self, port: int, factory: Any, contextFactory: Any, backlog: int = 50, interface: str = ""
+    ) -> IListeningPort:
+        # What the reactor's own listenSSL wraps around a TCP port.
+        return self._adopt(TLSMemoryBIOFactory(contextFactory, False, factory))
+
+    def listenUNIX(
+        self, address: str, factory: Any, backlog: int = 50, mode: int = 0o666, wantPID: int = 0
+    ) -> IListeningPort:
+        return self._adopt(factory)
+
+
+def adoptingReactor(reactor: Any, fileno: int, family: int) -> Any:
+    """A stand-in for ``reactor`` to parse an endpoint string with, in a worker."""
+    return _Adopting(reactor, fileno, family)

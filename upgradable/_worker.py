@@ -1,0 +1,83 @@
+# One worker process of `twistd upgradable --workers N`, started by the
+# master (upgradable._workers) as `python -m upgradable._worker SPEC`, where
+# SPEC is JSON: the command line, the inherited sockets, the worker's number.
+#
+# It serves exactly as a single `twistd upgradable` process would, on the
+# inherited sockets; it logs JSON events on its stdout for the master to
+# publish; SIGTERM drains and stops it (a second one closes everything), and
+# so does the master going away (its stdin closes). SIGINT is the master's
+# to handle: a terminal's Ctrl-C reaches the whole process group.
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from typing import Any
+
+from twisted.internet.interfaces import IReadDescriptor
+from twisted.logger import Logger, globalLogBeginner, jsonFileLogObserver
+from zope.interface import implementer
+
+_log = Logger()
+
+
+@implementer(IReadDescriptor)
+class _MasterWatch:
+    """Reads the master's end of stdin; when it closes, the worker stops."""
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+
+    def fileno(self) -> int:
+        return 0
+
+    def logPrefix(self) -> str:
+        return "master"
+
+    def doRead(self) -> Any:
+        try:
+            data = os.read(0, 4096)
+        except BlockingIOError:
+            return None
+        except OSError as error:
+            return error
+        if not data:
+            from twisted.internet.main import CONNECTION_DONE
+
+            return CONNECTION_DONE
+        return None
+
+    def connectionLost(self, reason: Any) -> None:
+        self.reactor.removeReader(self)
+        if self.reactor.running:
+            _log.info("The master process went away; stopping")
+            self.reactor.stop()
+
+
+def main(argv: list[str]) -> None:
+    spec = json.loads(argv[1])
+    # Events go to the master as JSON lines on the real stdout; anything
+    # printed goes to stderr, which the master logs as text.
+    events = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    sys.stdout = sys.stderr
+    globalLogBeginner.beginLoggingTo([jsonFileLogObserver(events)], redirectStandardIO=False)
+
+    from twisted.internet import reactor
+
+    from .tap import Options, makeService
+
+    options = Options()
+    options.parseOptions([*spec["argv"], "--workers", "1"])
+    service = makeService(options, inherited=[tuple(s) for s in spec["sockets"]])
+    service.privilegedStartService()
+    service.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    os.set_blocking(0, False)
+    reactor.addReader(_MasterWatch(reactor))
+    reactor.callWhenRunning(signal.signal, signal.SIGINT, signal.SIG_IGN)
+    reactor.run()
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -1,0 +1,221 @@
+# twistd upgradable --workers N: a master process that binds the listening
+# sockets and keeps N worker processes accepting on them.
+#
+# - Start: the sockets are bound in privilegedStartService (before twistd
+#   drops privileges), then the workers are spawned, each running
+#   `python -m upgradable._worker` with the same command line and the
+#   sockets as inherited descriptors 3, 4, ...
+# - Logs: a worker writes its log events as JSON lines on its stdout; the
+#   master publishes them as its own, with system "worker N", so that
+#   twistd's --logfile, --syslog or the terminal get every process's events.
+#   A worker's stderr is logged line by line.
+# - A worker that ends on its own is replaced, after a pause that grows while
+#   workers keep dying young. The others accept meanwhile.
+# - Stop: the master closes its copies of the sockets, sends SIGTERM to every
+#   worker (each drains: see UpgradableSite.drain) and stops once they all
+#   have; a second signal is passed on, which makes the workers close every
+#   connection at once. A worker whose master dies sees its stdin close and
+#   stops the same way.
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.error import ProcessDone, ProcessExitedAlready
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger, eventFromJSON, globalLogPublisher
+from twisted.python.failure import Failure
+
+from ._sockets import SharedSocket, bindShared
+from ._tap import onSecondSignal
+
+__all__ = ["WorkerPool"]
+
+_log = Logger()
+
+# Descriptor of the first inherited socket in a worker.
+FIRST_SOCKET = 3
+
+
+class _Worker(ProcessProtocol):
+    def __init__(self, pool: WorkerPool, number: int) -> None:
+        self.pool = pool
+        self.number = number
+        self.system = f"worker {number}"
+        self.pid: int | None = None
+        self.started = pool.reactor.seconds()
+        self.ended: Deferred[None] = Deferred()
+        self._out = b""
+        self._err = b""
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.pid = self.transport.pid
+        _log.info("Worker {number} started (pid {pid})", number=self.number, pid=self.pid)
+
+    def outReceived(self, data: bytes) -> None:
+        lines = (self._out + data).split(b"\n")
+        self._out = lines.pop()
+        for line in lines:
+            self._event(line)
+
+    def errReceived(self, data: bytes) -> None:
+        lines = (self._err + data).split(b"\n")
+        self._err = lines.pop()
+        for line in lines:
+            self._stderr(line)
+
+    def _event(self, line: bytes) -> None:
+        text = line.decode("utf-8", "replace").lstrip("\x1e")
+        if not text.strip():
+            return
+        try:
+            event = eventFromJSON(text)
+        except ValueError:
+            self._stderr(line)
+            return
+        event["log_system"] = self.system
+        globalLogPublisher(event)
+
+    def _stderr(self, line: bytes) -> None:
+        if line.strip():
+            _log.warn("{system} (pid {pid}): {line}", system=self.system, pid=self.pid,
+                      line=line.decode("utf-8", "replace").rstrip())  # fmt: skip
+
+    def processEnded(self, reason: Failure) -> None:
+        for rest in (self._out, self._err):
+            if rest:
+                self._stderr(rest)
+        self.pool._ended(self, reason)
+        self.ended.callback(None)
+
+
+class WorkerPool(Service):
+    """
+    The master of ``twistd upgradable --workers N``: binds the ``--listen``
+    endpoints and keeps ``count`` workers accepting on them.
+
+    :param argv: the ``twistd upgradable`` options, as given.
+    :param listen: the ``--listen`` endpoint strings.
+    :param count: how many workers.
+    :param grace: the workers' ``--grace-period``: how long stopping may take,
+        before the master ends the workers with SIGKILL (plus a margin).
+    """
+
+    # A worker that lives less than this long is counted as dying young.
+    young = 10.0
+    maxPause = 30.0
+
+    def __init__(
+        self, argv: list[str], listen: list[str], count: int, grace: float, reactor: Any = None
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default
+
+            reactor = default
+        self.argv = argv
+        self.listen = listen
+        self.count = count
+        self.grace = grace
+        self.reactor = reactor
+        self.sockets: list[SharedSocket] = []
+        self.workers: dict[int, _Worker] = {}
+        self._pause = 0.0
+        self._restarts: dict[int, Any] = {}
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        for description in self.listen:
+            shared = bindShared(self.reactor, description)
+            self.sockets.append(shared)
+            _log.info(
+                "upgradable listening on {address} ({description}), shared by {count} workers",
+                address=str(shared.port.getHost()),
+                description=description,
+                count=self.count,
+            )
+
+    def startService(self) -> None:
+        super().startService()
+        for number in range(1, self.count + 1):
+            self._spawn(number)
+
+    def _spawn(self, number: int) -> None:
+        self._restarts.pop(number, None)
+        worker = _Worker(self, number)
+        self.workers[number] = worker
+        spec = {
+            "argv": self.argv,
+            "sockets": [
+                [FIRST_SOCKET + index, shared.family] for index, shared in enumerate(self.sockets)
+            ],
+            "worker": number,
+        }
+        childFDs: dict[int, Any] = {0: "w", 1: "r", 2: "r"}
+        for index, shared in enumerate(self.sockets):
+            childFDs[FIRST_SOCKET + index] = shared.fileno
+        executable = sys.executable
+        self.reactor.spawnProcess(
+            worker,
+            executable,
+            [executable, "-m", "upgradable._worker", json.dumps(spec)],
+            env=dict(os.environ),
+            childFDs=childFDs,
+        )
+
+    def _ended(self, worker: _Worker, reason: Failure) -> None:
+        if self.workers.get(worker.number) is worker:
+            del self.workers[worker.number]
+        status = "exited" if reason.check(ProcessDone) else str(reason.value)
+        if not self.running:
+            _log.info("Worker {number} (pid {pid}) stopped: {status}",
+                      number=worker.number, pid=worker.pid, status=status)  # fmt: skip
+            return
+        lived = self.reactor.seconds() - worker.started
+        self._pause = 0.0 if lived >= self.young else min(max(1.0, 2 * self._pause), self.maxPause)
+        _log.error(
+            "Worker {number} (pid {pid}) ended by itself ({status}); starting another in {pause} s",
+            number=worker.number,
+            pid=worker.pid,
+            status=status,
+            pause=self._pause,
+        )
+        self._restarts[worker.number] = self.reactor.callLater(
+            self._pause, self._spawn, worker.number
+        )
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()
+        for call in self._restarts.values():
+            if call.active():
+                call.cancel()
+        self._restarts.clear()
+        # Close our copies first: once the workers have closed theirs, the
+        # port refuses connections (and a proxy in front sends them elsewhere).
+        closed: list[Deferred[Any]] = [
+            maybeDeferred(shared.port.stopListening) for shared in self.sockets
+        ]
+        workers = list(self.workers.values())
+        self._signal(workers, "TERM")
+        onSecondSignal(lambda: self._signal(list(self.workers.values()), "TERM"))
+        margin = self.reactor.callLater(self.grace + 30, self._signal, workers, "KILL")
+        waited: list[Deferred[Any]] = [w.ended for w in workers]
+        ended = DeferredList(waited + closed, consumeErrors=True)
+
+        def done(result: object) -> object:
+            if margin.active():
+                margin.cancel()
+            return result
+
+        return ended.addBoth(done)
+
+    def _signal(self, workers: list[_Worker], name: str) -> None:
+        for worker in workers:
+            try:
+                worker.transport.signalProcess(name)  # type: ignore[union-attr]
+            except (ProcessExitedAlready, OSError):
+                pass
