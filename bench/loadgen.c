@@ -12,6 +12,10 @@
  *              Content-Length. Reports requests/s.
  *   stream:    one connection: REQUEST, 101, then --bytes sent in 64 KiB
  *              writes while the echo is read back. Reports MB/s.
+ *   streams:   --concurrency connections, each REQUEST, 101 (one after the
+ *              other), then all of them send 64 KiB writes and read the echo
+ *              back for --seconds. Reports the echoed MB/s over all of them,
+ *              and the slowest and fastest connection's.
  *   idle:      open --connections connections, upgrade each (and one
  *              PAYLOAD/reply round trip), print "ready", hold them until
  *              stdin closes.
@@ -271,6 +275,76 @@ static void stream(size_t total) {
            got, elapsed, got / elapsed / 1e6, got == total ? 0 : 1);
 }
 
+/* A connection that sent REQUEST and got a 101 (or is connected, without
+ * REQUEST), blocking; exits on failure. */
+static int upgraded(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) { perror("connect"); exit(1); }
+    char head[4096];
+    size_t hl = 0;
+    if (requestLen) {
+        sendall(fd, request, requestLen);
+        while (!memmem(head, hl, "\r\n\r\n", 4)) {
+            if (hl == sizeof head) { fprintf(stderr, "head too long\n"); exit(1); }
+            ssize_t n = recv(fd, head + hl, 1, 0);  /* byte by byte: take nothing more */
+            if (n <= 0) { perror("head"); exit(1); }
+            hl += n;
+        }
+        if (expect101 && strncmp(head, "HTTP/1.1 101", 12)) { fprintf(stderr, "no 101\n"); exit(1); }
+    }
+    return fd;
+}
+
+static void streams(int concurrency, double seconds) {
+    int ep = epoll_create1(0);
+    int *fds = calloc(concurrency, sizeof *fds);
+    size_t *off = calloc(concurrency, sizeof *off);
+    double *got = calloc(concurrency, sizeof *got);
+    static char block[65536], in[1 << 20];
+    for (size_t i = 0; i < sizeof block; i++) block[i] = (char)(i * 7);
+    for (int i = 0; i < concurrency; i++) {
+        fds[i] = upgraded();
+        fcntl(fds[i], F_SETFL, O_NONBLOCK);
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.u32 = (uint32_t)i};
+        epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev);
+    }
+    struct epoll_event events[256];
+    double start = now(), deadline = start + seconds;
+    while (now() < deadline) {
+        int n = epoll_wait(ep, events, 256, 100);
+        for (int k = 0; k < n; k++) {
+            int i = (int)events[k].data.u32;
+            if (fds[i] < 0) continue;
+            if (events[k].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+                ssize_t r = recv(fds[i], in, sizeof in, 0);
+                if (r > 0) got[i] += r;
+                else if (r == 0 || errno != EAGAIN) {  /* closed under us */
+                    errors++;
+                    epoll_ctl(ep, EPOLL_CTL_DEL, fds[i], NULL);
+                    close(fds[i]);
+                    fds[i] = -1;
+                    continue;
+                }
+            }
+            if (events[k].events & EPOLLOUT) {
+                ssize_t w = send(fds[i], block + off[i], sizeof block - off[i], MSG_NOSIGNAL);
+                if (w > 0) off[i] = (off[i] + w) % sizeof block;
+            }
+        }
+    }
+    double elapsed = now() - start, total = 0, least = -1, most = 0;
+    for (int i = 0; i < concurrency; i++) {
+        total += got[i];
+        if (least < 0 || got[i] < least) least = got[i];
+        if (got[i] > most) most = got[i];
+        if (fds[i] >= 0) close(fds[i]);
+    }
+    printf("{\"mode\": \"streams\", \"connections\": %d, \"bytes\": %.0f, \"seconds\": %.3f, "
+           "\"mbps\": %.1f, \"min_mbps\": %.1f, \"max_mbps\": %.1f, \"errors\": %ld}\n",
+           concurrency, total, elapsed, total / elapsed / 1e6, least / elapsed / 1e6,
+           most / elapsed / 1e6, errors);
+}
+
 static void idle(int count) {
     int *fds = malloc(count * sizeof *fds);
     char buf[4096];
@@ -331,6 +405,7 @@ int main(int argc, char **argv) {
     }
     if (!payload) { payload = ""; payloadLen = 0; }
     if (!strcmp(mode, "stream")) stream(total);
+    else if (!strcmp(mode, "streams")) streams(concurrency, seconds);
     else if (!strcmp(mode, "idle")) idle(connections);
     else handshakeLike(mode, concurrency, seconds);
     return 0;

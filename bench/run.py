@@ -11,6 +11,10 @@ generator (bench/loadgen.c, compiled here with cc) pinned to CPU 1. Loopback
 only; every loop is bounded in time. Server CPU per handshake comes from
 /proc/PID/schedstat (time on CPU), which is far less noisy than wall-clock
 rates on a shared machine.
+
+The scaleout group is the exception: `twistd upgradable --workers N` (N = 1,
+then 2) behind HAProxy configured by docs/deploy/haproxy.cfg, with nothing
+pinned, so that the workers, HAProxy and the load generator share every CPU.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import argparse
 import json
 import os
 import platform
+import re
+import resource
 import shutil
 import socket
 import statistics
@@ -32,7 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+DEPLOY = HERE.parent / "docs" / "deploy"
 HOST = "127.0.0.1"
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 WS_KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 
 
@@ -112,9 +120,11 @@ class Bench:
         path.write_bytes(data)
         return str(path)
 
-    def loadgen(self, *args: str) -> dict[str, float]:
+    def loadgen(self, *args: str, cpu: int | None = 1) -> dict[str, float]:
+        """One loadgen run, pinned to ``cpu`` (None: not pinned)."""
+        argv = [self.loadgenPath, *args]
         done = subprocess.run(
-            pinned(1, [self.loadgenPath, *args]),
+            argv if cpu is None else pinned(cpu, argv),
             capture_output=True,
             text=True,
             timeout=self.seconds * 4 + 120,
@@ -222,7 +232,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the raw rows as JSON here")
     parser.add_argument(
         "--only",
-        default="handshake,ws,stream,idle,get,h2",
+        default="handshake,ws,stream,idle,get,h2,scaleout",
         help="comma-separated scenario groups (default: all)",
     )
     options = parser.parse_args()
@@ -259,7 +269,8 @@ def main() -> None:
     echo32 = b"0123456789abcdef0123456789abcdef"
     groups = set(options.only.split(","))
     print(
-        f"loadgen on CPU 1, servers on CPU 0; {bench.seconds} s x {bench.repeats} per cell",
+        f"loadgen on CPU 1, servers on CPU 0 (scaleout: nothing pinned); "
+        f"{bench.seconds} s x {bench.repeats} per cell",
         flush=True,
     )
 
@@ -388,6 +399,10 @@ def main() -> None:
                 runs.append(json.loads(done.stdout.splitlines()[-1]))
             bench.add(f"h2 requests ({kind})", name, bench.median(runs, "rate"), "req/s")
 
+    # 7. scaleout: --workers 1 and 2 behind HAProxy (docs/deploy/haproxy.cfg).
+    if "scaleout" in groups:
+        scaleout(bench, echo32)
+
     table = render(bench.rows)
     print()
     print(table)
@@ -434,6 +449,288 @@ def idle(
     bench.add(label, server.name, statistics.median(samples), "B/conn", open=bench.idleConnections)
 
 
+# 7. scaleout: --workers 1 and 2 behind HAProxy.
+SCALEOUT_CONNECTIONS = 16  # upgraded connections streaming at once
+SCALEOUT_HANDSHAKE = "haproxy handshake c=50"
+SCALEOUT_ECHO = f"haproxy echo c={SCALEOUT_CONNECTIONS}"
+SCALEOUT = (SCALEOUT_HANDSHAKE, SCALEOUT_ECHO)
+
+
+def haproxyConfig(front: int, backend: int) -> str:
+    """docs/deploy/haproxy.cfg, its frontend on ``front`` and one server (app1)
+    on ``backend``: app2's line is removed, everything else is as documented."""
+    text = (DEPLOY / "haproxy.cfg").read_text()
+    edits = (
+        (r"\b127\.0\.0\.1:8080\b", f"{HOST}:{front}"),
+        (r"(?m)^(\s*server app1 )127\.0\.0\.1:8081\b", rf"\g<1>{HOST}:{backend}"),
+        (r"(?m)^\s*server app2 127\.0\.0\.1:8082\b.*\n", ""),
+    )
+    for pattern, replacement in edits:
+        text, count = re.subn(pattern, replacement, text)
+        if count != 1:
+            raise RuntimeError(f"docs/deploy/haproxy.cfg: {pattern!r} matched {count} times")
+    return text
+
+
+def cpuSeconds(pid: int) -> float:
+    """Time on CPU of every thread of process ``pid`` (/proc/PID/task/*/schedstat)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():  # raises once the process is gone
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, IndexError, ValueError):
+            pass  # a thread that just ended
+    return total / 1e9
+
+
+def cpuTimes() -> tuple[int, int]:
+    """(idle, total) clock ticks of all CPUs together, from /proc/stat."""
+    first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    ticks = [int(value) for value in first[1:9]]  # user .. steal (guest is within user)
+    return ticks[3] + ticks[4], sum(ticks)
+
+
+def childrenCpu() -> float:
+    """CPU seconds of every child waited for so far (the load generator's runs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def waitForLog(
+    log: Path, process: subprocess.Popen[bytes], pattern: str, count: int = 1, seconds: float = 30
+) -> list[re.Match[str]]:
+    """The first ``count`` matches of ``pattern`` in ``log``, once there."""
+    deadline = time.monotonic() + seconds
+    while True:
+        text = log.read_text(errors="replace")
+        found = list(re.finditer(pattern, text))
+        if len(found) >= count:
+            return found[:count]
+        if process.poll() is not None or time.monotonic() > deadline:
+            state = "running" if process.poll() is None else f"exited {process.returncode}"
+            raise RuntimeError(f"no {pattern!r} in {log.name} ({state}):\n{text[-3000:]}")
+        time.sleep(0.05)
+
+
+def stopProcess(process: subprocess.Popen[bytes], seconds: float = 15) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(seconds)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def stopOrphan(pid: int, seconds: float = 10) -> None:
+    """Wait for a worker whose master has stopped (it stops when its stdin
+    closes), and kill it if it is still there after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if b"upgradable._worker" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return  # gone (its number reused by now)
+        except OSError:
+            return
+        time.sleep(0.05)
+    try:
+        os.kill(pid, 9)
+    except OSError:
+        pass
+
+
+@dataclass
+class Stack:
+    """A ``twistd upgradable --workers N`` backend with HAProxy in front."""
+
+    workers: int
+    port: int  # HAProxy's frontend
+    servers: dict[str, int]  # "worker K" (and "master") -> pid
+    haproxyPid: int
+
+    @property
+    def name(self) -> str:
+        return f"upgradable {self.workers} worker" + ("s" if self.workers > 1 else "")
+
+    def cpu(self) -> dict[str, float]:
+        try:
+            used = {name: cpuSeconds(pid) for name, pid in self.servers.items()}
+            used["haproxy"] = cpuSeconds(self.haproxyPid)
+        except FileNotFoundError as error:
+            raise RuntimeError(f"{self.name}: a process ended during the benchmark") from error
+        return used
+
+
+@contextmanager
+def haproxyStack(bench: Bench, program: str, workers: int) -> Iterator[Stack]:
+    directory = Path(tempfile.mkdtemp(prefix=f"scaleout{workers}-", dir=bench.files))
+    backendPort = freePort()
+    front = freePort()
+    while front == backendPort:
+        front = freePort()
+    listen = f"haproxy:tcp:{backendPort}:interface={HOST}"
+    twistd = [
+        *TWISTD, "-n", "--pidfile=", "upgradable", "--protocol", "http2-echo",
+        "--listen", listen, "--workers", str(workers), "--grace-period", "1",
+    ]  # fmt: skip
+    backendLog = directory / "twistd.log"
+    haproxyLog = directory / "haproxy.log"
+    processes: list[subprocess.Popen[bytes]] = []
+    workerPids: list[int] = []
+    try:
+        with backendLog.open("wb") as out:
+            backend = subprocess.Popen(
+                twistd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=directory,
+            )
+        processes.append(backend)
+        if workers > 1:
+            shared = rf"upgradable listening on .*port={backendPort}\).*shared by {workers} "
+            waitForLog(backendLog, backend, shared)
+            started = waitForLog(
+                backendLog, backend, r"Worker (\d+) started \(pid (\d+)\)", count=workers
+            )
+            servers = {f"worker {m.group(1)}": int(m.group(2)) for m in started}
+            workerPids = list(servers.values())
+            for number in range(1, workers + 1):
+                waitForLog(backendLog, backend, rf"\[worker {number}\] upgradable listening on ")
+            servers["master"] = backend.pid
+        else:
+            single = rf"upgradable listening on .*port={backendPort}\) \(haproxy:"
+            waitForLog(backendLog, backend, single)
+            servers = {"worker 1": backend.pid}
+        config = directory / "haproxy.cfg"
+        config.write_text(haproxyConfig(front, backendPort))
+        with haproxyLog.open("wb") as out:
+            proxy = subprocess.Popen(
+                [program, "-f", str(config), "-db"],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=directory,
+            )
+        processes.append(proxy)
+        # HAProxy's health check came through the PROXY port and was answered...
+        waitForLog(backendLog, backend, r'"GET /healthz HTTP/1\.[01]" 200 ', seconds=15)
+        # ...and a client upgrades through HAProxy and gets its bytes back.
+        deadline = time.monotonic() + 15
+        while not echoesThrough(front):
+            if proxy.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"no upgrade through HAProxy:\n{haproxyLog.read_text()[-3000:]}")
+            time.sleep(0.1)
+        yield Stack(workers, front, servers, proxy.pid)
+    finally:
+        for process in reversed(processes):  # HAProxy first, then the master
+            stopProcess(process)
+        for pid in workerPids:
+            stopOrphan(pid)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def echoesThrough(port: int) -> bool:
+    """Whether an HTTP/2.0 upgrade through ``port`` gets a 101 and an echo."""
+    try:
+        with socket.create_connection((HOST, port), timeout=5) as sock:
+            sock.sendall(upgradeRequest(b"HTTP/2.0"))
+            received = b""
+            while b"\r\n\r\n" not in received or not received.endswith(b"ping"):
+                if received.endswith(b"\r\n\r\n"):
+                    if not received.startswith(b"HTTP/1.1 101 "):
+                        return False
+                    sock.sendall(b"ping")
+                chunk = sock.recv(4096)
+                if not chunk:
+                    return False
+                received += chunk
+            return True
+    except OSError:
+        return False
+
+
+def scaleoutRun(bench: Bench, stack: Stack, *args: str) -> dict[str, float]:
+    """One unpinned loadgen run through HAProxy, with where the CPU went:
+    ``cpu_us`` per counted operation (master and workers), and the cores
+    (CPU seconds / wall seconds) of each worker, the master, HAProxy and
+    the load generator, and how idle the whole machine was."""
+    before, (idle0, total0), children0 = stack.cpu(), cpuTimes(), childrenCpu()
+    started = time.monotonic()
+    run = bench.loadgen(*args, cpu=None)
+    wall = time.monotonic() - started
+    after, (idle1, total1), children1 = stack.cpu(), cpuTimes(), childrenCpu()
+    used = {name: after[name] - before[name] for name in before}
+    server = sum(value for name, value in used.items() if name != "haproxy")
+    run["cpu_us"] = server / max(run.get("count", 0), 1) * 1e6
+    for name, seconds in used.items():
+        run[f"cores {name}"] = seconds / wall
+    run["cores loadgen"] = (children1 - children0) / wall
+    run["idle_pct"] = 100 * (idle1 - idle0) / max(total1 - total0, 1)
+    return run
+
+
+def scaleoutDetail(runs: list[dict[str, float]], key: str, workers: int) -> dict[str, object]:
+    """The range of ``key`` over ``runs`` (the median is the row's value),
+    and the medians of where the CPU went (see scaleoutRun)."""
+
+    def median(key: str) -> float:
+        return statistics.median(run[key] for run in runs)
+
+    values = [run[key] for run in runs]
+    detail: dict[str, object] = {"range": f"{min(values):.0f}-{max(values):.0f}"}
+    perWorker = (median(f"cores worker {k}") for k in range(1, workers + 1))
+    detail["cores_workers"] = "+".join(f"{c:.2f}" for c in perWorker)
+    if workers > 1:
+        detail["cores_master"] = round(median("cores master"), 2)
+    detail["cores_haproxy"] = round(median("cores haproxy"), 2)
+    detail["cores_loadgen"] = round(median("cores loadgen"), 2)
+    detail["idle_pct"] = round(median("idle_pct"))
+    detail["errors"] = int(median("errors"))
+    return detail
+
+
+def scaleout(bench: Bench, payload: bytes) -> None:
+    """Handshakes and echo throughput through HAProxy to 1, then 2 workers."""
+    program = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/local/sbin")
+    if program is None:
+        print("haproxy not found: the scaleout group is skipped", file=sys.stderr)
+        return
+    request = bench.file("scaleout-request", upgradeRequest(b"HTTP/2.0"))
+    for workers in (1, 2):
+        with haproxyStack(bench, program, workers) as stack:
+            port = str(stack.port)
+            handshake = [
+                "handshake", HOST, port, "--concurrency", "50", "--seconds", str(bench.seconds),
+                "--request", request, "--expect-101",
+                "--payload", bench.file("scaleout-payload", payload), "--reply", str(len(payload)),
+            ]  # fmt: skip
+            runs = [scaleoutRun(bench, stack, *handshake) for _ in range(bench.repeats)]
+            bench.add(
+                SCALEOUT_HANDSHAKE,
+                stack.name,
+                statistics.median(run["rate"] for run in runs),
+                "conn/s",
+                p50_us=round(statistics.median(run["p50_us"] for run in runs)),
+                p99_us=round(statistics.median(run["p99_us"] for run in runs)),
+                cpu_us=round(statistics.median(run["cpu_us"] for run in runs), 1),
+                **scaleoutDetail(runs, "rate", workers),
+            )
+            echo = [
+                "streams", HOST, port, "--concurrency", str(SCALEOUT_CONNECTIONS),
+                "--seconds", str(bench.seconds), "--request", request, "--expect-101",
+            ]  # fmt: skip
+            runs = [scaleoutRun(bench, stack, *echo) for _ in range(bench.repeats)]
+            bench.add(
+                SCALEOUT_ECHO,
+                stack.name,
+                statistics.median(run["mbps"] for run in runs),
+                "MB/s",
+                slowest_mbps=round(statistics.median(run["min_mbps"] for run in runs), 1),
+                **scaleoutDetail(runs, "mbps", workers),
+            )
+
+
 BASELINES = {
     "handshake c=1": "raw twisted",
     "handshake c=50": "raw twisted",
@@ -445,7 +742,16 @@ BASELINES = {
     "plain GET c=50": "stock site",
     "h2 requests (h2c)": None,
     "h2 requests (tls)": None,
+    SCALEOUT_HANDSHAKE: "upgradable 1 worker",
+    SCALEOUT_ECHO: "upgradable 1 worker",
 }
+SCALEOUT_NOTE = (
+    "scaleout: twistd upgradable --workers N behind HAProxy (docs/deploy/haproxy.cfg, one "
+    "server; HAProxy's default threads, one per CPU), nothing pinned: the workers, HAProxy "
+    "and loadgen share all CPUs\n"
+    "scaleout detail: range = lowest-highest of the repeats; cores_* = CPU seconds / wall "
+    "seconds; idle_pct = all CPUs idle; slowest_mbps = the slowest connection"
+)
 
 
 def ratios(rows: list[dict[str, object]]) -> list[tuple[dict[str, object], str]]:
@@ -475,9 +781,11 @@ def render(rows: list[dict[str, object]]) -> str:
             f"{row['scenario']:<22} {row['server']:<22} {float(row['value']):>12.1f} "  # type: ignore[arg-type]
             f"{row['unit']:<7} {ratio:>6}  {detail}"
         )
+    if any(row["scenario"] in SCALEOUT for row in rows):
+        lines.append(SCALEOUT_NOTE)
     lines.append(
         "ratio: to the baseline of the scenario measured in this run (raw twisted; "
-        "stock site for GET; autobahn for WebSocket)"
+        "stock site for GET; autobahn for WebSocket; 1 worker for scaleout)"
     )
     return "\n".join(lines)
 
