@@ -181,3 +181,35 @@ def test_aPortInUseStopsTheMasterBeforeAnyWorkerStarts() -> None:
     assert result.returncode != 0
     assert "Address already in use" in output
     assert "Worker 1 started" not in output
+
+
+def test_aWorkersEventsReachTheMastersObserversAsText() -> None:
+    import io
+
+    from twisted.logger import Logger, LogLevel, formatEvent, globalLogPublisher
+
+    from upgradable._worker import relayTo
+    from upgradable._workers import WorkerPool, _Worker
+
+    out = io.StringIO()
+    log = Logger(observer=relayTo(out), namespace="some.module")
+    log.info("Upgraded {peer} to {product}", peer="p{1}", product="IRC/6.9")
+    try:
+        raise ZeroDivisionError("division by zero")
+    except ZeroDivisionError:
+        log.failure("It broke")
+    out.write("not json from a print()\n")
+    seen: list[dict[str, object]] = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        worker = _Worker(WorkerPool([], [], 1, 0), 3)
+        worker.outReceived(out.getvalue().encode()[:10])  # lines may arrive in pieces
+        worker.outReceived(out.getvalue().encode()[10:])
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    texts = [(e["log_level"], e.get("log_system"), formatEvent(e)) for e in seen]
+    assert texts[0] == (LogLevel.info, "worker 3", "Upgraded p{1} to IRC/6.9")
+    assert seen[0]["log_namespace"] == "some.module"
+    assert texts[1][0] == LogLevel.critical and texts[1][2].startswith("It broke\n")
+    assert "ZeroDivisionError" in texts[1][2] and "Traceback" in texts[1][2]
+    assert "not json from a print()" in texts[2][2]

@@ -5,9 +5,10 @@
 #   drops privileges), then the workers are spawned, each running
 #   `python -m upgradable._worker` with the same command line and the
 #   sockets as inherited descriptors 3, 4, ...
-# - Logs: a worker writes its log events as JSON lines on its stdout; the
-#   master publishes them as its own, with system "worker N", so that
-#   twistd's --logfile, --syslog or the terminal get every process's events.
+# - Logs: a worker writes each log event, formatted, as a JSON line on its
+#   stdout; the master publishes them as its own, with system "worker N", so
+#   that twistd's --logfile, --syslog or the terminal get every process's
+#   events (as text: their fields stay in the worker).
 #   A worker's stderr is logged line by line.
 # - A worker that ends on its own is replaced, after a pause that grows while
 #   workers keep dying young. The others accept meanwhile.
@@ -27,7 +28,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.error import ProcessDone, ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol
-from twisted.logger import Logger, eventFromJSON, globalLogPublisher
+from twisted.logger import InvalidLogLevelError, Logger, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 
 from ._sockets import SharedSocket, bindShared
@@ -70,16 +71,24 @@ class _Worker(ProcessProtocol):
             self._stderr(line)
 
     def _event(self, line: bytes) -> None:
-        text = line.decode("utf-8", "replace").lstrip("\x1e")
-        if not text.strip():
-            return
+        # [time, level, namespace, text]: see upgradable._worker.relayTo.
         try:
-            event = eventFromJSON(text)
-        except ValueError:
+            when, level, namespace, text = json.loads(line)
+            logLevel = LogLevel.levelWithName(level)
+        except (ValueError, TypeError, InvalidLogLevelError):
             self._stderr(line)
             return
-        event["log_system"] = self.system
-        globalLogPublisher(event)
+        globalLogPublisher(
+            {
+                "log_format": "{log_text}",
+                "log_text": text,
+                "log_level": logLevel,
+                "log_namespace": namespace,
+                "log_time": when,
+                "log_system": self.system,
+                "worker": self.number,
+            }
+        )
 
     def _stderr(self, line: bytes) -> None:
         if line.strip():
