@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
+
+from upgradable import Accept
 
 from .helpers import ECHO_REQ, IRC_REQ, chunks, parseResponses, standardServer
 
@@ -82,3 +86,110 @@ def test_anySplitOfADeclinedUpgradeThenARequestYieldsBothInOrder(
     assert responses[1].body == b"GET /b b''"
     assert rest == b""
     assert ircFactory.built == []
+
+
+# -- the fast path and the usual path answer alike ----------------------------
+
+_LINES = st.sampled_from(
+    [
+        b"Host: x",
+        b"host: x",
+        b"Host: a b",
+        b"Host: x",  # twice: 400
+        b"Connection: Upgrade",
+        b"connection: keep-alive, upgrade",
+        b"Connection: close",
+        b"Upgrade: IRC/6.9",
+        b"upgrade: nope/1, HTTP/2.0",
+        b"Upgrade: irc/6.9, IRC/6.9",
+        b"Upgrade: ,,",
+        b"Content-Length: 0",
+        b"Content-Length: 3",
+        b"Transfer-Encoding: chunked",
+        b"Expect: 100-continue",
+        b"X-Odd: a\x00b",
+        b"X-Tab:\tv\t",
+        b"Bad Name: v",
+        b"NoColon",
+        b" folded: v",
+        b"X-Empty:",
+        b"User-Agent: t",
+    ]
+)
+_REQUEST_LINES = st.sampled_from(
+    [
+        b"GET / HTTP/1.1",
+        b"GET / HTTP/1.1",
+        b"GET / HTTP/1.1",
+        b"GET /room?x=1 HTTP/1.1",
+        b"HEAD / HTTP/1.1",
+        b"POST /p HTTP/1.1",
+        b"GET / HTTP/1.0",
+        b"CONNECT x:1 HTTP/1.1",
+        b"GET  / HTTP/1.1",
+        b"G@T / HTTP/1.1",
+    ]
+)
+
+
+def _answers(handler: object) -> object:
+    from twisted.internet.defer import succeed
+
+    from upgradable import Decline, Reject
+
+    from .helpers import RecordingProtocol
+
+    return {
+        "accept": lambda request, product: Accept(RecordingProtocol()),
+        "decline": lambda request, product: Decline(),
+        "reject": lambda request, product: Reject(403, body=b"no\n"),
+        "deferred": lambda request, product: succeed(Accept(RecordingProtocol())),
+        "raise": ValueError("boom"),
+    }[handler]  # type: ignore[index]
+
+
+_BASE = [b"Host: x", b"Connection: Upgrade", b"Upgrade: IRC/6.9"]
+
+
+@st.composite
+def _headLines(draw: st.DrawFn) -> list[bytes]:
+    """A valid upgrade request's fields, maybe one left out, plus a few odd ones."""
+    lines = list(_BASE)
+    if draw(st.integers(0, 3)) == 0:
+        del lines[draw(st.integers(0, len(lines) - 1))]
+    lines += draw(st.lists(_LINES, max_size=3))
+    return draw(st.permutations(lines))
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    requestLine=_REQUEST_LINES,
+    lines=_headLines(),
+    trailing=st.binary(max_size=40),
+    handler=st.sampled_from(["accept", "decline", "reject", "deferred", "raise"]),
+)
+def test_oneReadAndByteByByteGetTheSameAnswer(
+    requestLine: bytes, lines: list[bytes], trailing: bytes, handler: str
+) -> None:
+    """A request in one read may take the fast path; byte by byte it never does."""
+    from upgradable import UpgradeRegistry
+
+    from .helpers import ScriptedHandler, Server
+
+    stream = b"\r\n".join([requestLine, *lines]) + b"\r\n\r\n" + trailing
+    seen = []
+    for send in ("whole", "bytewise"):
+        scripted = ScriptedHandler(_answers(handler))
+        registry = UpgradeRegistry()
+        registry.register(b"IRC/6.9", scripted)
+        registry.register(b"HTTP/2.0", ScriptedHandler(_answers(handler)))
+        server = Server(registry=registry)
+        if send == "whole":
+            server.send(stream)
+        else:
+            server.sendBytewise(stream)
+        requests = [(r.method, r.uri, r.body, list(r.headers.getAllRawHeaders()), r.offered,
+                     product) for r, product in scripted.requests]  # fmt: skip
+        seen.append((server.output(), server.closed, requests))
+        server.protocol.connectionLost(Failure(ConnectionDone()))
+    assert seen[0] == seen[1]

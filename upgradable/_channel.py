@@ -36,8 +36,14 @@ from twisted.internet.interfaces import IProtocol
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import RESPONSES, HTTPChannel, Request, _GenericHTTPChannelProtocol
-from twisted.web.http_headers import Headers
+from twisted.web.http import (
+    RESPONSES,
+    HTTPChannel,
+    Request,
+    _GenericHTTPChannelProtocol,
+    _parseRequestLine,
+)
+from twisted.web.http_headers import Headers, InvalidHeaderName, _nameEncoder
 
 from ._decisions import Accept, Decline, Reject, UpgradeRequest
 from ._drain import Connections
@@ -202,6 +208,10 @@ class UpgradableHTTPChannel(HTTPChannel):
         self._deadline: Any = None
         self._connections: Connections | None = None
         self._draining = False
+        self._fresh = True
+        # The first handler's answer, when the fast path asked it and then
+        # left the request to the usual path (_NOTHING: none).
+        self._predecided: object = _NOTHING
 
     def stopPersisting(self) -> None:
         """
@@ -223,6 +233,10 @@ class UpgradableHTTPChannel(HTTPChannel):
     # -- request parsing: answer what HTTPChannel closes silently ---------
 
     def dataReceived(self, data: bytes) -> None:
+        if self._fresh:
+            self._fresh = False
+            if self._fastUpgrade(data):
+                return
         if (
             self._deadline is None
             and self.limits.handshakeTimeout is not None
@@ -423,13 +437,20 @@ class UpgradableHTTPChannel(HTTPChannel):
             return
         while index < len(offers):
             product, handler = offers[index]
-            try:
-                result = handler.upgrade(upgradeRequest, product.raw)
-                if iscoroutine(result):
-                    result = ensureDeferred(result)
-            except Exception:
-                self._handlerFailed(request, product, handler, Failure())
-                return
+            if self._predecided is not _NOTHING:
+                # The fast path asked this (the first) handler already.
+                result, self._predecided = self._predecided, _NOTHING
+                if isinstance(result, Failure):
+                    self._handlerFailed(request, product, handler, result)
+                    return
+            else:
+                try:
+                    result = handler.upgrade(upgradeRequest, product.raw)
+                    if iscoroutine(result):
+                        result = ensureDeferred(result)
+                except Exception:
+                    self._handlerFailed(request, product, handler, Failure())
+                    return
             if isinstance(result, Deferred):
                 self._pending = result
                 result.addCallbacks(
@@ -594,9 +615,34 @@ class UpgradableHTTPChannel(HTTPChannel):
     def _switch(
         self, request: Request, upgradeRequest: UpgradeRequest, product: Product, accept: Accept
     ) -> None:
+        self._stopDeadline()
+        # No paused reads left behind by HTTP's backpressure; the bytes that
+        # followed the request, out of both of HTTPChannel's buffers.
+        self._networkProducer.resumeProducing()
+        leftover = b"".join(self._dataBuffer) + self.clearLineBuffer()
+        self._dataBuffer = []
+        del self.requests[:]
+        # A large or chunked body was spooled to a temporary file; the
+        # handler has the bytes, and the request is never processed.
+        if request.content is not None:
+            request.content.close()
+        request.code, request.code_message, request.sentLength = 101, RESPONSES[101], 0
+        self._takeOver(request, upgradeRequest, product, accept, leftover)
+
+    def _takeOver(
+        self,
+        logged: Any,
+        upgradeRequest: UpgradeRequest,
+        product: Product,
+        accept: Accept,
+        leftover: bytes,
+    ) -> None:
+        """
+        Answer 101 and give the connection to ``accept.protocol``, then the
+        ``leftover`` bytes; ``logged`` is what the access log records.
+        """
         protocol = accept.protocol
         transport = self.transport
-        self._stopDeadline()
         if self.limits.maxUpgraded is not None:
             self.limits.track(protocol)
         if self._connections is not None:
@@ -605,19 +651,10 @@ class UpgradableHTTPChannel(HTTPChannel):
         idle = self.registry.idleTimeout(product.key)
 
         # Nothing of HTTP may act on the connection any more: no idle timer,
-        # no producer registration (the new protocol may register its own),
-        # no paused reads left behind by HTTP's backpressure.
+        # no producer registration (the new protocol may register its own).
         self.setTimeout(None)
         self._savedTimeOut = None
-        self._networkProducer.resumeProducing()
         self._networkProducer.unregisterProducer()  # type: ignore[attr-defined]
-        leftover = b"".join(self._dataBuffer) + self.clearLineBuffer()
-        self._dataBuffer = []
-        del self.requests[:]
-        # A large or chunked body was spooled to a temporary file; the
-        # handler has the bytes, and the request is never processed.
-        if request.content is not None:
-            request.content.close()
 
         head = [
             b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: ",
@@ -629,10 +666,12 @@ class UpgradableHTTPChannel(HTTPChannel):
         head.append(b"\r\n")
         transport.write(b"".join(head))
 
-        request.code, request.code_message, request.sentLength = 101, RESPONSES[101], 0
         log = getattr(self.factory, "log", None)
         if log is not None:
-            log(request)
+            try:
+                log(logged)
+            except Exception:
+                _log.failure("The access log failed for an upgraded request")
         # The peer address is rendered only by an observer that formats the
         # event (its repr is the costly part).
         _log.info(
@@ -658,6 +697,104 @@ class UpgradableHTTPChannel(HTTPChannel):
             _log.failure("{protocol!r} failed as it took the connection over; closing",
                          protocol=protocol)  # fmt: skip
             transport.loseConnection()
+
+    # -- the fast path ------------------------------------------------------
+
+    def _fastUpgrade(self, data: bytes) -> bool:
+        """
+        The first bytes of a connection: when they hold a whole upgrade
+        request of the plainest kind (no body, nothing unusual) that the
+        first offered handler accepts at once, switch without building
+        Twisted's Request; True when done.
+
+        Anything else returns False, and the usual path parses the same
+        bytes, so every check, status and corner case stays its own. A
+        handler asked here is not asked again: its answer (a Decline,
+        Reject, Deferred or failure) is left in ``_predecided`` for the
+        usual path to carry out.
+        """
+        end = data.find(b"\r\n\r\n")
+        if end <= 0:
+            return False
+        head = data[:end]
+        # Cheap test first: most first requests that do not upgrade stop here.
+        if b"pgrade:" not in head or self._full():
+            return False
+        lines = head.split(b"\r\n")
+        if len(lines) - 1 > self.maxHeaders or end - 2 * (len(lines) - 1) > self.totalHeadersSize:
+            return False
+        try:
+            command, target, version = _parseRequestLine(lines[0])
+        except ValueError:
+            return False
+        if version != b"HTTP/1.1" or command == b"CONNECT":
+            return False
+        raw: dict[bytes, list[bytes]] = {}
+        for line in lines[1:]:
+            name, colon, value = line.partition(b":")
+            if not colon:
+                return False
+            try:
+                name = _nameEncoder.encode(name)  # rejects what is not a token
+            except InvalidHeaderName:
+                return False
+            value = value.strip(b" \t")
+            if len(value.translate(None, b"\x00\r\n")) != len(value):
+                return False
+            if name in raw:
+                raw[name].append(value)
+            else:
+                raw[name] = [value]
+        hosts = raw.get(b"Host")
+        upgrade = raw.get(b"Upgrade")
+        if (
+            hosts is None
+            or len(hosts) != 1
+            or len(hosts[0].translate(None, _NOT_IN_HOST)) != len(hosts[0])
+            or upgrade is None
+            or b"Content-Length" in raw
+            or b"Transfer-Encoding" in raw
+            or b"Expect" in raw
+            or b"upgrade" not in connectionOptions(raw.get(b"Connection", ()))
+        ):
+            return False
+        offered = parseUpgrade(upgrade)
+        offers = [
+            (product, handler)
+            for product in offered
+            if (handler := self.registry.lookup(product.key)) is not None
+        ]
+        if not offers:
+            return False
+        headers = Headers()
+        headers._rawHeaders = raw  # the names are canonical, the values checked
+        upgradeRequest = UpgradeRequest(
+            method=command,
+            uri=target,
+            path=target.split(b"?", 1)[0],
+            version=version,
+            headers=headers,
+            body=b"",
+            offered=tuple(product.raw for product in offered),
+            peer=self.transport.getPeer(),
+            host=self.transport.getHost(),
+            secure=self.isSecure(),
+            site=getattr(self, "site", None),
+        )
+        product, handler = offers[0]
+        try:
+            result = handler.upgrade(upgradeRequest, product.raw)
+            if iscoroutine(result):
+                result = ensureDeferred(result)
+        except Exception:
+            result = Failure()
+        if not isinstance(result, Accept) or self._full():
+            self._predecided = result
+            return False
+        self._takeOver(
+            _SwitchedRequest(upgradeRequest), upgradeRequest, product, result, data[end + 4 :]
+        )
+        return True
 
     def _handOver(self, transport: Any, protocol: IProtocol) -> None:
         """
@@ -688,6 +825,9 @@ class UpgradableHTTPChannel(HTTPChannel):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
         self._stopDeadline()
+        if isinstance(self._predecided, Deferred):
+            predecided, self._predecided = self._predecided, _NOTHING
+            predecided.cancel()
         if self._pending is not None:
             pending, self._pending = self._pending, None
             pending.cancel()
@@ -709,6 +849,36 @@ class UpgradableHTTPChannel(HTTPChannel):
                 if b"upgrade" not in options:
                     headers.setRawHeaders(b"Connection", [*connection, b"Upgrade"])
         super().writeHeaders(version, code, reason, headers)
+
+
+class _SwitchedRequest:
+    """
+    What the access log records for a request switched by the fast path:
+    the parts of :class:`~twisted.web.http.Request` that Twisted's log
+    formatters read.
+    """
+
+    code = 101
+    code_message = RESPONSES[101]
+    sentLength = 0
+
+    def __init__(self, request: UpgradeRequest) -> None:
+        self.method = request.method
+        self.uri = request.uri
+        self.path = request.path
+        self.clientproto = request.version
+        self.requestHeaders = request.headers
+        self.client = request.peer
+
+    def getClientAddress(self) -> Any:
+        return self.client
+
+    def getHeader(self, name: bytes) -> bytes | None:
+        values = self.requestHeaders.getRawHeaders(name)
+        return values[-1] if values else None
+
+
+_NOTHING = object()
 
 
 def _discardRequest(command: bytes, path: bytes, version: bytes) -> None:
