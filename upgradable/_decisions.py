@@ -72,7 +72,7 @@ def _checkHeaders(
             raise ValueError(f"invalid header name {name!r}")
         if name.lower() in forbidden:
             raise ValueError(f"{owner} may not set {name.decode()}: the channel writes it")
-        if any(c in b"\r\n\x00" for c in value):
+        if len(value.translate(None, b"\r\n\x00")) != len(value):
             raise ValueError(f"header value for {name!r} contains CR, LF or NUL")
         checked.append((name, value))
     return tuple(checked)

@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 # RFC 9110 §5.6.2: tchar.
-_TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_TCHAR_BYTES = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _OWS = b" \t"
 
 
@@ -44,7 +44,7 @@ class Product(NamedTuple):
 
 def isToken(value: bytes) -> bool:
     """Whether ``value`` is a token (RFC 9110 §5.6.2)."""
-    return bool(value) and all(c in _TCHAR for c in value)
+    return bool(value) and not value.translate(None, _TCHAR_BYTES)
 
 
 def splitList(values: Iterable[bytes]) -> list[bytes]:
