@@ -286,3 +286,33 @@ def test_idleWatchSeesReadsTheWayTCPDeliversThem() -> None:
         protocol.dataReceived(b"ping\r\n")  # what the transport calls after the switch
     assert not server.closed
     assert isinstance(server.transport, StringTransport)
+
+
+def test_anAcceptThatFindsTheLimitReachedIsNotUsedForALaterRequest() -> None:
+    """
+    The fast path asks the handler, which accepts, but meanwhile the limit
+    was reached: the usual path answers 503, and the next upgrade request on
+    the connection is asked anew (the stale Accept is dropped).
+    """
+    from .helpers import RecordingProtocol
+
+    made: list[RecordingProtocol] = []
+    holder: list[Server] = []
+
+    def answer(request: object, product: bytes) -> Accept:
+        made.append(RecordingProtocol())
+        if len(made) == 1:
+            holder[0].site.limits.upgraded = 1  # another connection took the last place
+        return Accept(made[-1])
+
+    registry = UpgradeRegistry()
+    registry.register(b"IRC/6.9", ScriptedHandler(answer))
+    server = Server(registry=registry, limits={"maxUpgraded": 1})
+    holder.append(server)
+    server.send(IRC_REQ)
+    assert codes(server) == [503]
+    server.site.limits.upgraded = 0
+    server.send(IRC_REQ + b"NICK a\r\n")
+    assert codes(server) == [503, 101]
+    assert len(made) == 2
+    assert made[0].made == 0 and made[1].data == b"NICK a\r\n"

@@ -431,15 +431,18 @@ class UpgradableHTTPChannel(HTTPChannel):
         Ask the handlers of ``offers[index:]`` in turn until one accepts or
         rejects; if all decline, serve the request as plain HTTP.
         """
+        # What the fast path's asking the first handler gave, if it did.
+        predecided, self._predecided = self._predecided, _NOTHING
         if index == 0 and self._full():
+            if isinstance(predecided, Deferred):
+                predecided.cancel()
             self._stopDeadline()
             self._busy(request)
             return
         while index < len(offers):
             product, handler = offers[index]
-            if self._predecided is not _NOTHING:
-                # The fast path asked this (the first) handler already.
-                result, self._predecided = self._predecided, _NOTHING
+            if predecided is not _NOTHING:
+                result, predecided = predecided, _NOTHING
                 if isinstance(result, Failure):
                     self._handlerFailed(request, product, handler, result)
                     return
