@@ -597,3 +597,26 @@ def test_aRollingRestartKeepsTunnelsForTheGracePeriodAndRefusesNoClient(
             for sock in tunnels:
                 sock.close()
         assert "Traceback" not in stopping.log()
+
+
+@pytest.mark.parametrize("start", [haproxy, nginx], ids=["haproxy", "nginx"])
+def test_theBuiltInIRCServerThroughTheProxy(
+    start: Callable[[Path, list[Backend]], AbstractContextManager[Proxy]], tmp_path: Path
+) -> None:
+    """Without --relay each backend serves IRC/6.9 itself (twisted.words):
+    a client registers, joins and is answered through the proxy."""
+    with backends() as apps, start(tmp_path, apps) as proxy:
+        with upgradedSocket(proxy.port, b"IRC/6.9") as sock:
+            sock.sendall(b"NICK alice\r\nUSER alice 0 * :Alice\r\n")
+            received = b""
+            while b" 001 alice " not in received:
+                chunk = sock.recv(4096)
+                assert chunk, received
+                received += chunk
+            sock.sendall(b"JOIN #deploy\r\nPING :token-42\r\n")
+            while b"PONG" not in received or b"JOIN" not in received.split(b" 001 ", 1)[1]:
+                chunk = sock.recv(4096)
+                assert chunk, received
+                received += chunk
+        assert b":token-42" in received
+        assert sum(upgrades(app, "IRC/6.9") for app in apps) == 1
