@@ -189,18 +189,27 @@ def refused(port: int) -> bool:
     return False
 
 
+def sigtermWithIRC(server: Twistd, wait: float) -> tuple[int, float, bytes]:
+    """
+    Register an IRC client, SIGTERM the server: its exit status, how long it
+    took to exit, and what the client got after the signal.
+    """
+    sock = upgradedSocket(server.port, b"IRC/6.9")
+    sock.sendall(b"NICK alice\r\nUSER a 0 * :A\r\n")
+    sock.settimeout(10)
+    assert b" 001 alice " in sock.recv(4096)
+    started = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    code = server.process.wait(wait)
+    elapsed = time.monotonic() - started
+    rest = readAll(sock)
+    sock.close()
+    return code, elapsed, rest
+
+
 def test_sigtermEndsIRCWithAnErrorAfterTheGracePeriodAndExitsCleanly() -> None:
     with twistd("--grace-period", "1") as server:
-        sock = upgradedSocket(server.port, b"IRC/6.9")
-        sock.sendall(b"NICK alice\r\nUSER a 0 * :A\r\n")
-        sock.settimeout(10)
-        assert b" 001 alice " in sock.recv(4096)
-        started = time.monotonic()
-        server.process.send_signal(signal.SIGTERM)
-        code = server.process.wait(10)
-        elapsed = time.monotonic() - started
-        rest = readAll(sock)
-        sock.close()
+        code, elapsed, rest = sigtermWithIRC(server, 10)
     # twistd's usual status after SIGTERM: it shuts down, then ends itself
     # with the same signal so that its parent sees why it stopped.
     assert code == -signal.SIGTERM

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .conftest import requirePeer
-from .test_twistd import HOST, Twistd, readAll, twistd, upgradedSocket
+from .test_twistd import HOST, Twistd, sigtermWithIRC, twistd, upgradedSocket
 
 ECHO = b"HTTP/2.0"
 
@@ -88,16 +88,7 @@ def test_aKilledWorkerIsReplacedAndNoConnectionIsRefusedMeanwhile() -> None:
 def test_sigtermDrainsEveryWorkerThenTheMasterExits() -> None:
     with twistd("--workers", "2", "--grace-period", "1", "--protocol", "irc") as server:
         waitFor(lambda: server.log().count("upgradable listening") == 3, what="workers")
-        sock = upgradedSocket(server.port, b"IRC/6.9")
-        sock.sendall(b"NICK alice\r\nUSER a 0 * :A\r\n")
-        sock.settimeout(10)
-        assert b" 001 alice " in sock.recv(4096)
-        started = time.monotonic()
-        server.process.send_signal(signal.SIGTERM)
-        code = server.process.wait(15)
-        elapsed = time.monotonic() - started
-        rest = readAll(sock)
-        sock.close()
+        code, elapsed, rest = sigtermWithIRC(server, 15)
         pids = [p[0] for p in workerPids(server).values()]
     assert code == -signal.SIGTERM
     assert 1 <= elapsed < 8
