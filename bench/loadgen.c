@@ -234,20 +234,10 @@ static void handshakeLike(const char *mode, int concurrency, double seconds) {
     report(mode, now() - start, 0);
 }
 
+static int upgraded(void);
+
 static void stream(size_t total) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) { perror("connect"); exit(1); }
-    char head[4096];
-    size_t hl = 0;
-    if (requestLen) {
-        sendall(fd, request, requestLen);
-        while (!memmem(head, hl, "\r\n\r\n", 4)) {
-            ssize_t n = recv(fd, head + hl, 1, 0);  /* byte by byte: take nothing more */
-            if (n <= 0) { perror("head"); exit(1); }
-            hl += n;
-        }
-        if (expect101 && strncmp(head, "HTTP/1.1 101", 12)) { fprintf(stderr, "no 101\n"); exit(1); }
-    }
+    int fd = upgraded();
     fcntl(fd, F_SETFL, O_NONBLOCK);
     static char block[65536], in[1 << 20];
     for (size_t i = 0; i < sizeof block; i++) block[i] = (char)(i * 7);
