@@ -71,10 +71,44 @@ def test_aRequestInProgressIsAnsweredWithConnectionCloseThenClosed() -> None:
     drained = server.site.drain(10)
     assert not server.closed
     server.resource.release()
-    assert parseResponses(server.output())[0][0].code == 200
+    response = parseResponses(server.output())[0][0]
+    assert response.code == 200
+    assert response.tokens(b"connection") == [b"close"]
     assert server.closed
     server.protocol.connectionLost(DONE)
     assert fired(drained)
+
+
+def test_aRequestLineStillArrivingIsAnsweredThenClosed() -> None:
+    server, _ = standardServer()
+    server.send(b"GET /x HT")
+    drained = server.site.drain(10)
+    assert not server.closed
+    server.send(b"TP/1.1\r\nHost: x\r\n\r\n")
+    responses, _ = parseResponses(server.output())
+    assert [r.code for r in responses] == [200]
+    assert responses[0].tokens(b"connection") == [b"close"]
+    assert server.closed
+    server.protocol.connectionLost(DONE)
+    assert fired(drained)
+
+
+def test_aProtocolThatCannotBeTrackedStillSwitchesAndIsNotWaitedFor() -> None:
+    from dataclasses import dataclass
+
+    @dataclass(eq=True)  # eq without frozen: no __hash__
+    class Unhashable(RecordingProtocol):
+        def __post_init__(self) -> None:
+            RecordingProtocol.__init__(self)
+
+    protocol = Unhashable()
+    registry = UpgradeRegistry()
+    registry.register(b"IRC/6.9", ScriptedHandler(Accept(protocol)))
+    server = Server(registry=registry)
+    server.send(IRC_REQ + b"NICK a\r\n")
+    assert parseResponses(server.output())[0][0].code == 101
+    assert protocol.data == b"NICK a\r\n"
+    assert fired(server.site.drain(10))
 
 
 def test_aNewRequestOnADrainingConnectionIsTheLastOne() -> None:

@@ -321,11 +321,16 @@ def test_goingAwaySendsGoawayWithNoErrorAndCloses() -> None:
     server.send(h2cRequest())
     step(server)
     server.clear()
-    server.site.drain(0)
+    drained = server.site.drain(0)
     server.clock.advance(0)
     goaway = [f for f in frames(server.output()) if isinstance(f, hyperframe.frame.GoAwayFrame)]
     assert [(f.error_code, f.last_stream_id) for f in goaway] == [(0, 1)]
     assert server.closed
+    # Counted out when the transport is closed (the GOAWAY written), not
+    # before: a drain that ended first would let the reactor drop it.
+    assert len(server.site.connections.upgraded) == 1 and not drained.called
+    server.protocol.connectionLost(Failure(ConnectionDone()))
+    assert drained.called
 
 
 def test_tlsConnectionsAreDeclined() -> None:

@@ -41,14 +41,19 @@ class Twistd:
 
 @contextmanager
 def twistd(
-    *args: str, env: dict[str, str] | None = None, command: str = "upgradable"
+    *args: str,
+    env: dict[str, str] | None = None,
+    command: str = "upgradable",
+    session: bool = False,
 ) -> Iterator[Twistd]:
+    """A twistd process; ``session``: in a process group of its own."""
     process = subprocess.Popen(
         [*TWISTD, "--pidfile=", "-n", command, "--listen", f"tcp:0:interface={HOST}", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, **(env or {})},
+        start_new_session=session,
     )  # fmt: skip
     output: list[str] = []
     found = threading.Event()

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .conftest import requirePeer
-from .test_twistd import HOST, Twistd, sigtermWithIRC, twistd, upgradedSocket
+from .test_twistd import HOST, Twistd, readAll, sigtermWithIRC, twistd, upgradedSocket
 
 ECHO = b"HTTP/2.0"
 
@@ -204,3 +204,58 @@ def test_aWorkersEventsReachTheMastersObserversAsText() -> None:
     assert texts[1][0] == LogLevel.critical and texts[1][2].startswith("It broke\n")
     assert "ZeroDivisionError" in texts[1][2] and "Traceback" in texts[1][2]
     assert "not json from a print()" in texts[2][2]
+
+
+def test_aSigtermToTheWholeProcessGroupStillGivesTheGracePeriod() -> None:
+    """systemd's default KillMode signals every process: the workers must
+    take it as their first stop signal, not the master's second."""
+    with twistd("--workers", "2", "--grace-period", "3", "--protocol", "irc",
+                session=True) as server:  # fmt: skip
+        waitFor(lambda: server.log().count("upgradable listening") == 3, what="workers")
+        sockets = []
+        for number in range(6):
+            sock = upgradedSocket(server.port, b"IRC/6.9")
+            sock.sendall(b"NICK u%d\r\nUSER u 0 * :U\r\n" % number)
+            sock.settimeout(10)
+            assert b" 001 u%d " % number in sock.recv(4096)
+            sockets.append(sock)
+        started = time.monotonic()
+        os.killpg(server.process.pid, signal.SIGTERM)
+        time.sleep(1)
+        for sock in sockets:  # within the grace period: every session still answers
+            sock.sendall(b"PING :still\r\n")
+            assert b"PONG" in sock.recv(4096)
+        ended = [readAll(sock) for sock in sockets]
+        elapsed = time.monotonic() - started
+        for sock in sockets:
+            sock.close()
+        server.process.wait(15)
+    assert all(rest.endswith(b"ERROR :Closing Link: server shutting down\r\n") for rest in ended)
+    assert 3 <= elapsed < 9
+    assert "closing every connection now" not in server.log()
+    assert "Traceback" not in server.log()
+
+
+def test_aWorkerOnAUnixSocketCanBeReplacedWithoutLosingThePath(tmp_path: Path) -> None:
+    path = tmp_path / "upgradable.sock"
+    with twistd("--workers", "2", "--listen", f"unix:{path}:mode=600") as server:
+        waitFor(lambda: server.log().count("upgradable listening") == 6, what="workers")
+        assert oct(path.stat().st_mode & 0o777) == "0o600"
+        victim = workerPids(server)[1][0]
+        os.kill(victim, signal.SIGTERM)  # a worker stops cleanly, and is replaced
+        waitFor(lambda: len(workerPids(server).get(1, [])) == 2, what="a new worker 1")
+        waitFor(lambda: server.log().count("[worker 1] upgradable listening") == 4, what="ready")
+        assert path.exists() and oct(path.stat().st_mode & 0o777) == "0o600"
+        for _ in range(10):
+            client = socket.socket(socket.AF_UNIX)
+            client.settimeout(10)
+            client.connect(str(path))
+            client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+                           b"Upgrade: HTTP/2.0\r\n\r\nunix")  # fmt: skip
+            data = b""
+            while not data.endswith(b"unix"):
+                chunk = client.recv(4096)
+                assert chunk, data
+                data += chunk
+            client.close()
+    assert "Traceback" not in server.log()

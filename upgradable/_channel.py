@@ -219,9 +219,16 @@ class UpgradableHTTPChannel(HTTPChannel):
         close now if none is in progress, else once it is answered.
         """
         self._draining = True
-        self.persistent = False
-        if not self.requests and not self._buffer and not self._dataBuffer:
+        if self.requests:
+            # Answered, then closed; the answer says so if still unwritten.
+            self.persistent = False
+            for request in self.requests:
+                if not request.startedWriting:
+                    request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+        elif not self._buffer and not self._dataBuffer:
             self.loseConnection()
+        # else a request is arriving: checkPersistence makes it the last one
+        # (HTTPChannel would drop it unanswered if persistent were False now).
 
     def _tracked(self, connections: Connections) -> None:
         """Called by the site: report the switch to ``connections``."""

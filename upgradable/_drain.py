@@ -69,8 +69,19 @@ class Connections:
     def switched(self, channel: UpgradableHTTPChannel, protocol: IProtocol, transport: Any) -> None:
         """``channel`` gave its connection to ``protocol``: track that until it is lost."""
         self.http.pop(channel, None)
-        self.upgraded[protocol] = transport
-        protocol.connectionLost = _CountedOut(self, protocol)  # type: ignore[method-assign]
+        try:
+            self.upgraded[protocol] = transport
+            try:
+                protocol.connectionLost = _CountedOut(self, protocol)  # type: ignore[method-assign]
+            except AttributeError:
+                del self.upgraded[protocol]
+                raise
+        except (AttributeError, TypeError):
+            # A protocol without a hash, or with __slots__: it cannot be
+            # counted out, so a drain does not wait for it either.
+            _log.warn("{protocol!r} cannot be tracked; a graceful stop will not wait for it",
+                      protocol=protocol)  # fmt: skip
+            return
         if self._closing:
             # Switched during a drain whose grace period is already over.
             self._goAway(protocol, transport)
@@ -107,6 +118,8 @@ class Connections:
 
     def closeAll(self) -> None:
         """End the drain's grace period now: close every connection left."""
+        if self._closing:
+            return  # already closing; the aborts are scheduled
         self.draining = self._closing = True
         for timer in self._timers:
             if timer.active():

@@ -12,11 +12,14 @@
 # haproxy: included (TLS is set up in the worker, from the same string).
 from __future__ import annotations
 
+import functools
 import os
 import socket
+import stat
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.internet import tcp, unix
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory, Protocol
@@ -53,6 +56,8 @@ class _Binding:
         # startListening started reading; nothing ran since, so nothing
         # was accepted, and from now on nothing will be.
         port.stopReading()
+        # Closing our copy must not shut the socket down for the workers.
+        port._shouldShutdown = False
         self.bound.append((port, family))
         return port  # type: ignore[no-any-return]
 
@@ -116,10 +121,13 @@ class _Adopting:
     def _adopt(self, factory: Any) -> IListeningPort:
         if self._fileno < 0:
             raise ValueError("this endpoint listened twice; a worker has one socket for it")
-        port = self._reactor.adoptStreamPort(self._fileno, self._family, factory)
-        os.close(self._fileno)  # the port holds its own duplicate
-        self._fileno = -1
-        return port  # type: ignore[no-any-return]
+        fileno, self._fileno = self._fileno, -1
+        try:
+            if self._family == socket.AF_UNIX:
+                return _adoptUNIX(self._reactor, fileno, factory)
+            return self._reactor.adoptStreamPort(fileno, self._family, factory)  # type: ignore[no-any-return]
+        finally:
+            os.close(fileno)  # the port holds its own duplicate
 
     def listenTCP(
         self, port: int, factory: Any, backlog: int = 50, interface: str = ""
@@ -136,6 +144,25 @@ class _Adopting:
         self, address: str, factory: Any, backlog: int = 50, mode: int = 0o666, wantPID: int = 0
     ) -> IListeningPort:
         return self._adopt(factory)
+
+
+def _adoptUNIX(reactor: Any, fileno: int, factory: Any) -> IListeningPort:
+    """
+    Adopt a UNIX socket the master bound. Twisted's own adoption would set
+    the file's mode to 0666 and, when the worker stops, shut the socket down
+    and delete the path that the master and the other workers still serve.
+    """
+    port = unix.Port._fromListeningDescriptor(reactor, fileno, factory)
+    try:
+        port.mode = stat.S_IMODE(os.stat(port._bindPath).st_mode)
+    except (OSError, ValueError):
+        pass  # an abstract-namespace socket has no file
+    port.connectionLost = functools.partial(tcp.Port.connectionLost, port)
+    port.startListening()
+    # Nor shut it down for everyone when this worker stops (Twisted does
+    # this for adopted TCP ports, not for UNIX ones).
+    port._shouldShutdown = False
+    return port  # type: ignore[no-any-return]
 
 
 def adoptingReactor(reactor: Any, fileno: int, family: int) -> Any:

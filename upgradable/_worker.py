@@ -3,10 +3,13 @@
 # SPEC is JSON: the command line, the inherited sockets, the worker's number.
 #
 # It serves exactly as a single `twistd upgradable` process would, on the
-# inherited sockets; it logs JSON events on its stdout for the master to
-# publish; SIGTERM drains and stops it (a second one closes everything), and
-# so does the master going away (its stdin closes). SIGINT is the master's
-# to handle: a terminal's Ctrl-C reaches the whole process group.
+# inherited sockets; it logs JSON lines on its stdout for the master to
+# publish. Its stdin closing (the master asks it to stop, or is gone) drains
+# and stops it, and so does SIGTERM; a SIGTERM after that closes every
+# connection at once. The master stops workers by closing their stdin, not
+# with a signal, so that a SIGTERM sent to the whole process group (systemd's
+# default) is a worker's first stop signal, not its second. SIGINT is the
+# master's to handle: a terminal's Ctrl-C reaches the whole process group.
 from __future__ import annotations
 
 import json
@@ -50,9 +53,17 @@ class _MasterWatch:
 
     def connectionLost(self, reason: Any) -> None:
         self.reactor.removeReader(self)
-        if self.reactor.running:
-            _log.info("The master process went away; stopping")
+        if self.reactor.running and not _stopping:
+            _log.info("Stopping: asked by the master (or it went away)")
             self.reactor.stop()
+
+
+_stopping = False
+
+
+def _stopStarted() -> None:
+    global _stopping
+    _stopping = True
 
 
 def relayTo(out: Any) -> Any:
@@ -81,6 +92,7 @@ def relayTo(out: Any) -> Any:
 
 
 def main(argv: list[str]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Twisted then leaves it alone
     spec = json.loads(argv[1])
     # Events go to the master as JSON lines on the real stdout; anything
     # printed goes to stderr, which the master logs as text.
@@ -95,12 +107,16 @@ def main(argv: list[str]) -> None:
     options = Options()
     options.parseOptions([*spec["argv"], "--workers", "1"])
     service = makeService(options, inherited=[tuple(s) for s in spec["sockets"]])
+    for child in service:
+        # A socket it cannot adopt ends the worker (the master starts
+        # another, after a pause) instead of leaving it running deaf.
+        child._raiseSynchronously = True
     service.privilegedStartService()
     service.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", _stopStarted)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     os.set_blocking(0, False)
     reactor.addReader(_MasterWatch(reactor))
-    reactor.callWhenRunning(signal.signal, signal.SIGINT, signal.SIG_IGN)
     reactor.run()
 
 

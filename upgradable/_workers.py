@@ -12,11 +12,13 @@
 #   A worker's stderr is logged line by line.
 # - A worker that ends on its own is replaced, after a pause that grows while
 #   workers keep dying young. The others accept meanwhile.
-# - Stop: the master closes its copies of the sockets, sends SIGTERM to every
-#   worker (each drains: see UpgradableSite.drain) and stops once they all
-#   have; a second signal is passed on, which makes the workers close every
-#   connection at once. A worker whose master dies sees its stdin close and
-#   stops the same way.
+# - Stop: the master closes its copies of the sockets, closes every worker's
+#   stdin, which asks it to stop (each drains: see UpgradableSite.drain), and
+#   stops once they all have; a second signal is passed on as SIGTERM, which
+#   makes the workers close every connection at once. A SIGTERM sent to the
+#   whole process group (systemd's default KillMode) reaches the workers as
+#   their first stop signal, so it drains too. A worker whose master dies
+#   sees its stdin close and stops the same way.
 from __future__ import annotations
 
 import json
@@ -209,7 +211,10 @@ class WorkerPool(Service):
             maybeDeferred(shared.port.stopListening) for shared in self.sockets
         ]
         workers = list(self.workers.values())
-        self._signal(workers, "TERM")
+        for worker in workers:
+            # Their stdin closing asks them to stop: not a signal, so that a
+            # SIGTERM to the whole process group is still their first.
+            worker.transport.closeStdin()  # type: ignore[union-attr]
         onSecondSignal(lambda: self._signal(list(self.workers.values()), "TERM"))
         margin = self.reactor.callLater(self.grace + 30, self._signal, workers, "KILL")
         waited: list[Deferred[Any]] = [w.ended for w in workers]

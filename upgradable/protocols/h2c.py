@@ -31,13 +31,13 @@ from typing import Any
 
 from h2.errors import ErrorCodes
 from h2.events import RequestReceived
-from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import ITCPTransport
 from twisted.python.failure import Failure
 from twisted.web._http2 import H2Connection
 from zope.interface import implementer
 
 from .._decisions import Accept, Decision, Decline, UpgradeRequest
+from .._transport import closeTransport
 from ..interfaces import IGoingAway, IUpgradeHandler
 
 __all__ = ["H2CHandler", "decodeSettings", "makeHandler"]
@@ -144,8 +144,12 @@ class _H2CConnection(H2Connection):
     def goingAway(self) -> None:
         # RFC 9113 §6.8: GOAWAY(NO_ERROR) names the last stream served, so
         # the client knows what to retry elsewhere.
+        # Closed by the transport once the GOAWAY is written: _terminate
+        # would count the connection out at once, and a drain that ends then
+        # lets the reactor drop the unwritten frame.
         self.conn.close_connection(error_code=ErrorCodes.NO_ERROR)
-        self._terminate(Failure(ConnectionDone("the server is going away")))
+        self.transport.write(self.conn.data_to_send())
+        closeTransport(self.transport)
 
     def _serveStream1(self) -> None:
         request = self._upgradeRequest
