@@ -294,24 +294,34 @@ def test_anAcceptThatFindsTheLimitReachedIsNotUsedForALaterRequest() -> None:
     was reached: the usual path answers 503, and the next upgrade request on
     the connection is asked anew (the stale Accept is dropped).
     """
-    from .helpers import RecordingProtocol
+    from twisted.internet.testing import StringTransport
+
+    from upgradable.protocols.echo import EchoFactory
+
+    from .helpers import ECHO_REQ, RecordingProtocol
 
     made: list[RecordingProtocol] = []
     holder: list[Server] = []
+    other: list[object] = []
 
     def answer(request: object, product: bytes) -> Accept:
         made.append(RecordingProtocol())
         if len(made) == 1:
-            holder[0].site.limits.upgraded = 1  # another connection took the last place
+            # Meanwhile another connection takes the last place.
+            protocol = holder[0].site.buildProtocol(None)
+            protocol.makeConnection(StringTransport())
+            protocol.dataReceived(ECHO_REQ)
+            other.append(protocol)
         return Accept(made[-1])
 
     registry = UpgradeRegistry()
     registry.register(b"IRC/6.9", ScriptedHandler(answer))
+    registry.register(b"HTTP/2.0", EchoFactory())
     server = Server(registry=registry, limits={"maxUpgraded": 1})
     holder.append(server)
     server.send(IRC_REQ)
     assert codes(server) == [503]
-    server.site.limits.upgraded = 0
+    other[0].connectionLost(Failure(ConnectionDone()))  # type: ignore[attr-defined]
     server.send(IRC_REQ + b"NICK a\r\n")
     assert codes(server) == [503, 101]
     assert len(made) == 2

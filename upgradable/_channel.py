@@ -71,7 +71,7 @@ _log = Logger()
 class UpgradeLimits:
     """
     What a channel allows; shared by the channels of one site, which count
-    their upgraded connections here.
+    their upgraded connections here (in :attr:`connections`).
 
     :param maxUpgraded: at most this many upgraded connections at once;
         beyond it an upgrade request gets ``503`` with ``Retry-After``.
@@ -100,24 +100,12 @@ class UpgradeLimits:
         self.maxUpgradeBody = maxUpgradeBody
         self.maxHeaderSize = maxHeaderSize
         self.maxHeaders = maxHeaders
-        self.upgraded = 0
+        self.connections = Connections()
 
-    def track(self, protocol: IProtocol) -> None:
-        """Count ``protocol`` as upgraded until its connection is lost."""
-        self.upgraded += 1
-        lost = protocol.connectionLost
-        counted = [True]
-
-        # Extra arguments pass through (Twisted's H2Connection calls its own
-        # connectionLost with _cancelTimeouts=False, then the transport
-        # calls it again): it is counted out once.
-        def connectionLost(reason: Failure = connectionDone, *args: Any, **kwargs: Any) -> None:
-            if counted:
-                counted.clear()
-                self.upgraded -= 1
-            lost(reason, *args, **kwargs)
-
-        protocol.connectionLost = connectionLost  # type: ignore[method-assign]
+    @property
+    def upgraded(self) -> int:
+        """How many connections are upgraded now."""
+        return len(self.connections.upgraded)
 
 
 class _IdleWatch:
@@ -206,7 +194,6 @@ class UpgradableHTTPChannel(HTTPChannel):
         self._expired = False
         self._pending: Deferred[Any] | None = None
         self._deadline: Any = None
-        self._connections: Connections | None = None
         self._draining = False
         self._fresh = True
         # The first handler's answer, when the fast path asked it and then
@@ -229,13 +216,6 @@ class UpgradableHTTPChannel(HTTPChannel):
             self.loseConnection()
         # else a request is arriving: checkPersistence makes it the last one
         # (HTTPChannel would drop it unanswered if persistent were False now).
-
-    def _tracked(self, connections: Connections) -> None:
-        """Called by the site: report the switch to ``connections``."""
-        self._connections = connections
-        if connections.draining:
-            # Accepted as the ports closed: it sent its request already.
-            self._draining = True
 
     # -- request parsing: answer what HTTPChannel closes silently ---------
 
@@ -282,12 +262,7 @@ class UpgradableHTTPChannel(HTTPChannel):
         if self._version == b"HTTP/1.1":
             # RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request
             # without a Host field or with more than one.
-            hosts = request.requestHeaders.getRawHeaders(b"host")
-            if (
-                hosts is None
-                or len(hosts) != 1
-                or len(hosts[0].translate(None, _NOT_IN_HOST)) != len(hosts[0])
-            ):
+            if not _oneValidHost(request.requestHeaders.getRawHeaders(b"host")):
                 self._respondError(400)
                 return
         if request.requestHeaders.getRawHeaders(b"upgrade") is None:
@@ -300,7 +275,7 @@ class UpgradableHTTPChannel(HTTPChannel):
             and self.length is not None
             and self.length > limit
             and request.requestHeaders.getRawHeaders(b"upgrade") is not None
-            and self._offers(request)[1]
+            and self._offers(self._command, self._version, request.requestHeaders)[1]
         ):
             self._respondError(413)
             return
@@ -368,7 +343,9 @@ class UpgradableHTTPChannel(HTTPChannel):
             self._stopDeadline()
             super().allContentReceived()
             return
-        offered, offers = self._offers(self.requests[-1])
+        offered, offers = self._offers(
+            self._command, self._version, self.requests[-1].requestHeaders
+        )
         if not offers:
             self._stopDeadline()
             super().allContentReceived()
@@ -406,18 +383,19 @@ class UpgradableHTTPChannel(HTTPChannel):
         )
         self._tryOffers(request, upgradeRequest, offers, 0)
 
-    def _offers(self, request: Request) -> tuple[list[Product], list[_Offer]]:
+    def _offers(
+        self, command: bytes, version: bytes, headers: Headers
+    ) -> tuple[list[Product], list[_Offer]]:
         """
         The valid products the client offered, and those of them this channel
         could switch to, in the client's order; both empty when the request
         may not switch at all.
         """
-        if self._version != b"HTTP/1.1" or not self.registry:
+        if version != b"HTTP/1.1" or not self.registry:
             # RFC 9110 §7.8: a server MUST ignore Upgrade in HTTP/1.0.
             return [], []
-        headers = request.requestHeaders
         upgrade = headers.getRawHeaders(b"upgrade")
-        if upgrade is None or self._command == b"CONNECT":
+        if upgrade is None or command == b"CONNECT":
             return [], []
         # RFC 9110 §7.8: the sender MUST list "upgrade" in Connection; one
         # without it passed an intermediary that should have dropped it.
@@ -653,11 +631,7 @@ class UpgradableHTTPChannel(HTTPChannel):
         """
         protocol = accept.protocol
         transport = self.transport
-        if self.limits.maxUpgraded is not None:
-            self.limits.track(protocol)
-        if self._connections is not None:
-            self._connections.switched(self, protocol, transport)
-            self._connections = None
+        self.limits.connections.switched(self, protocol, transport)
         idle = self.registry.idleTimeout(product.key)
 
         # Nothing of HTTP may act on the connection any more: no idle timer,
@@ -737,8 +711,6 @@ class UpgradableHTTPChannel(HTTPChannel):
             command, target, version = _parseRequestLine(lines[0])
         except ValueError:
             return False
-        if version != b"HTTP/1.1" or command == b"CONNECT":
-            return False
         raw: dict[bytes, list[bytes]] = {}
         for line in lines[1:]:
             name, colon, value = line.partition(b":")
@@ -755,29 +727,18 @@ class UpgradableHTTPChannel(HTTPChannel):
                 raw[name].append(value)
             else:
                 raw[name] = [value]
-        hosts = raw.get(b"Host")
-        upgrade = raw.get(b"Upgrade")
         if (
-            hosts is None
-            or len(hosts) != 1
-            or len(hosts[0].translate(None, _NOT_IN_HOST)) != len(hosts[0])
-            or upgrade is None
+            not _oneValidHost(raw.get(b"Host"))
             or b"Content-Length" in raw
             or b"Transfer-Encoding" in raw
             or b"Expect" in raw
-            or b"upgrade" not in connectionOptions(raw.get(b"Connection", ()))
         ):
-            return False
-        offered = parseUpgrade(upgrade)
-        offers = [
-            (product, handler)
-            for product in offered
-            if (handler := self.registry.lookup(product.key)) is not None
-        ]
-        if not offers:
             return False
         headers = Headers()
         headers._rawHeaders = raw  # the names are canonical, the values checked
+        offered, offers = self._offers(command, version, headers)
+        if not offers:
+            return False
         upgradeRequest = UpgradeRequest(
             method=command,
             uri=target,
@@ -859,6 +820,15 @@ class UpgradableHTTPChannel(HTTPChannel):
                 if b"upgrade" not in options:
                     headers.setRawHeaders(b"Connection", [*connection, b"Upgrade"])
         super().writeHeaders(version, code, reason, headers)
+
+
+def _oneValidHost(hosts: Sequence[bytes] | None) -> bool:
+    """RFC 9112 §3.2: exactly one Host field, and a value a host can have."""
+    return (
+        hosts is not None
+        and len(hosts) == 1
+        and len(hosts[0].translate(None, _NOT_IN_HOST)) == len(hosts[0])
+    )
 
 
 class _SwitchedRequest:

@@ -36,14 +36,15 @@ class Connections:
     """
     The live connections of one site, and how to let them go.
 
-    :param callLater: schedules the grace period and the aborts.
+    :param callLater: schedules the grace period and the aborts; the site
+        sets it (channels outside a site only count, they never drain).
     """
 
     #: Seconds a connection asked to close (or go away) may take to do so
     #: before it is aborted; over TLS a close waits for the peer's close_notify.
     abortAfter = 5.0
 
-    def __init__(self, callLater: Any) -> None:
+    def __init__(self, callLater: Any = None) -> None:
         self.callLater = callLater
         # Each HTTP connection's channel, with the protocol its transport
         # calls (Twisted's wrapper, which may have given it to HTTP/2).

@@ -61,7 +61,8 @@ class UpgradableSite(Site):
         self.limits = UpgradeLimits(
             maxUpgraded, handshakeTimeout, maxUpgradeBody, maxHeaderSize, maxHeaders
         )
-        self.connections = Connections(self.reactor.callLater)
+        self.connections = self.limits.connections
+        self.connections.callLater = self.reactor.callLater
 
     @property
     def draining(self) -> bool:
@@ -118,7 +119,10 @@ class _TrackedHTTPProtocol(_GenericHTTPChannelProtocol):
     def makeConnection(self, transport: Any) -> None:
         # The wrapper forwards makeConnection (not connectionMade) to the channel.
         self._connections.opened(self._tracked, self)
-        self._tracked._tracked(self._connections)
+        if self._connections.draining:
+            # Accepted as the ports closed: it sent its request already, which
+            # is answered; checkPersistence makes it the last one.
+            self._tracked._draining = True
         super().makeConnection(transport)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
