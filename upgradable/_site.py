@@ -14,7 +14,6 @@ from twisted.web.resource import IResource
 from twisted.web.server import Site
 
 from ._channel import UpgradableHTTPChannel, UpgradeLimits
-from ._drain import Connections
 from ._registry import UpgradeRegistry
 
 __all__ = ["UpgradableSite"]
@@ -92,7 +91,7 @@ class UpgradableSite(Site):
 
     def protocol(self) -> _GenericHTTPChannelProtocol:
         channel = UpgradableHTTPChannel(self.registry, advertise=self.advertise, limits=self.limits)
-        return _TrackedHTTPProtocol(channel, self.connections)
+        return _TrackedHTTPProtocol(channel)
 
     def startFactory(self) -> None:
         super().startFactory()
@@ -111,10 +110,10 @@ class _TrackedHTTPProtocol(_GenericHTTPChannelProtocol):
     switches with Upgrade stops calling it: the channel reports the switch.
     """
 
-    def __init__(self, channel: UpgradableHTTPChannel, connections: Connections) -> None:
+    def __init__(self, channel: UpgradableHTTPChannel) -> None:
         super().__init__(channel)
         self._tracked = channel
-        self._connections = connections
+        self._connections = channel.limits.connections
 
     def makeConnection(self, transport: Any) -> None:
         # The wrapper forwards makeConnection (not connectionMade) to the channel.
