@@ -1013,6 +1013,32 @@ class TestLogging:
         assert formatEvent(event).startswith("Upgraded ")
         assert event["log_level"].name == "info"
 
+    def test_theAccessLogGetsTheProductSwitchedTo(self) -> None:
+        from upgradable import SwitchedRequest
+
+        server, _ = standardServer()
+        seen: list[SwitchedRequest] = []
+        server.site.log = seen.append
+        server.send(IRC_REQ.replace(b"GET /", b"GET /chat?x=1"))
+        [request] = seen
+        assert isinstance(request, SwitchedRequest)
+        assert (request.product, request.code, request.method) == (b"IRC/6.9", 101, b"GET")
+        assert (request.uri, request.path) == (b"/chat?x=1", b"/chat")
+        assert request.getHeader(b"upgrade") == b"IRC/6.9"
+
+    @pytest.mark.parametrize("split", [False, True], ids=["one read", "byte by byte"])
+    def test_aSiteWithoutLogRecordsNoUpgrade(self, logged, split: bool) -> None:
+        # Replacing Site.log is how a Twisted site keeps no access log; it
+        # silences the "Upgraded" event too, on the fast and the usual path.
+        server, irc = standardServer()
+        server.site.log = lambda request: None
+        request = IRC_REQ + b"NICK a\r\n"
+        for chunk in [request[i : i + 1] for i in range(len(request))] if split else [request]:
+            server.send(chunk)
+        assertSwitched(server, b"IRC/6.9")
+        assert irc.last.data == b"NICK a\r\n"
+        assert not [e for e in logged.events if e.get("product")]
+
 
 class TestReviewedEdges:
     def test_acceptNeedsAProtocol(self) -> None:

@@ -3,7 +3,7 @@ HTTP/1.1 ``Upgrade`` for Twisted: switch a live HTTP connection to another
 protocol after ``101 Switching Protocols`` (RFC 9110 §7.8).
 """
 
-from ._channel import UpgradableHTTPChannel
+from ._channel import SwitchedRequest, UpgradableHTTPChannel
 from ._decisions import Accept, Decision, Decline, Reject, UpgradeRequest
 from ._registry import UpgradeRegistry
 from ._resource import UpgradeRequired
@@ -14,6 +14,7 @@ __all__ = [
     "Decision",
     "Decline",
     "Reject",
+    "SwitchedRequest",
     "UpgradableHTTPChannel",
     "UpgradableSite",
     "UpgradeRegistry",

@@ -50,10 +50,10 @@ from ._drain import Connections
 from ._registry import UpgradeRegistry
 from ._status import reasonPhrase
 from ._tokens import Product, connectionOptions, parseUpgrade
-from ._transport import closeTransport
+from ._transport import closeTransport, writeNow
 from .interfaces import IUpgradeHandler
 
-__all__ = ["UpgradableHTTPChannel", "UpgradeLimits"]
+__all__ = ["SwitchedRequest", "UpgradableHTTPChannel", "UpgradeLimits"]
 
 _Offer = tuple[Product, IUpgradeHandler]
 
@@ -614,20 +614,14 @@ class UpgradableHTTPChannel(HTTPChannel):
         # handler has the bytes, and the request is never processed.
         if request.content is not None:
             request.content.close()
-        request.code, request.code_message, request.sentLength = 101, RESPONSES[101], 0
-        self._takeOver(request, upgradeRequest, product, accept, leftover)
+        self._takeOver(upgradeRequest, product, accept, leftover)
 
     def _takeOver(
-        self,
-        logged: Any,
-        upgradeRequest: UpgradeRequest,
-        product: Product,
-        accept: Accept,
-        leftover: bytes,
+        self, upgradeRequest: UpgradeRequest, product: Product, accept: Accept, leftover: bytes
     ) -> None:
         """
         Answer 101 and give the connection to ``accept.protocol``, then the
-        ``leftover`` bytes; ``logged`` is what the access log records.
+        ``leftover`` bytes.
         """
         protocol = accept.protocol
         transport = self.transport
@@ -648,23 +642,16 @@ class UpgradableHTTPChannel(HTTPChannel):
         for name, value in accept.headers:
             head += [name, b": ", value, b"\r\n"]
         head.append(b"\r\n")
-        transport.write(b"".join(head))
+        writeNow(transport, b"".join(head))
 
+        # The site's access log (UpgradableSite's also emits the "Upgraded"
+        # event); a site that keeps no log spends nothing here.
         log = getattr(self.factory, "log", None)
         if log is not None:
             try:
-                log(logged)
+                log(SwitchedRequest(upgradeRequest, product.raw))
             except Exception:
                 _log.failure("The access log failed for an upgraded request")
-        # The peer address is rendered only by an observer that formats the
-        # event (its repr is the costly part).
-        _log.info(
-            "Upgraded {peer} to {product} ({method} {uri})",
-            peer=upgradeRequest.peer,
-            product=product.raw.decode("ascii"),
-            method=upgradeRequest.method.decode("ascii"),
-            uri=upgradeRequest.uri.decode("ascii", "replace"),
-        )
 
         # After the 101 nothing can be answered in HTTP any more: if the new
         # protocol fails to start or to take its first bytes, the only clean
@@ -762,9 +749,7 @@ class UpgradableHTTPChannel(HTTPChannel):
         if not isinstance(result, Accept) or self._full():
             self._predecided = result
             return False
-        self._takeOver(
-            _SwitchedRequest(upgradeRequest), upgradeRequest, product, result, data[end + 4 :]
-        )
+        self._takeOver(upgradeRequest, product, result, data[end + 4 :])
         return True
 
     def _handOver(self, transport: Any, protocol: IProtocol) -> None:
@@ -831,18 +816,24 @@ def _oneValidHost(hosts: Sequence[bytes] | None) -> bool:
     )
 
 
-class _SwitchedRequest:
+class SwitchedRequest:
     """
-    What the access log records for a request switched by the fast path:
-    the parts of :class:`~twisted.web.http.Request` that Twisted's log
-    formatters read.
+    What a site's access log gets for a request that switched protocols: the
+    parts of :class:`~twisted.web.http.Request` that Twisted's log
+    formatters read, and the product switched to.
+
+    :ivar product: the product the connection switched to, as the 101 named
+        it, e.g. ``b"websocket"``.
+    :ivar request: the upgrade request.
     """
 
     code = 101
     code_message = RESPONSES[101]
     sentLength = 0
 
-    def __init__(self, request: UpgradeRequest) -> None:
+    def __init__(self, request: UpgradeRequest, product: bytes) -> None:
+        self.request = request
+        self.product = product
         self.method = request.method
         self.uri = request.uri
         self.path = request.path

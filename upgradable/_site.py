@@ -8,15 +8,18 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 
-from ._channel import UpgradableHTTPChannel, UpgradeLimits
+from ._channel import SwitchedRequest, UpgradableHTTPChannel, UpgradeLimits
 from ._registry import UpgradeRegistry
 
 __all__ = ["UpgradableSite"]
+
+_log = Logger()
 
 
 class UpgradableSite(Site):
@@ -88,6 +91,27 @@ class UpgradableSite(Site):
     def closeAll(self) -> None:
         """Cut a drain's grace period short: close every connection now."""
         self.connections.closeAll()
+
+    def log(self, request: Any) -> None:
+        """
+        The access log: a line per request, as :class:`~twisted.web.server.Site`
+        writes it (``logPath``, ``logFormatter``). A request that switched
+        protocols comes as a :class:`~upgradable.SwitchedRequest` (code 101)
+        and is also recorded as an info event, ``Upgraded {peer} to {product}
+        ({method} {uri})``. Replace this method with one that does nothing
+        (as with any ``Site``) and neither is recorded.
+        """
+        super().log(request)
+        if isinstance(request, SwitchedRequest):
+            # The peer address is rendered only by an observer that formats
+            # the event (its repr is the costly part).
+            _log.info(
+                "Upgraded {peer} to {product} ({method} {uri})",
+                peer=request.client,
+                product=request.product.decode("ascii"),
+                method=request.method.decode("ascii"),
+                uri=request.uri.decode("ascii", "replace"),
+            )
 
     def protocol(self) -> _GenericHTTPChannelProtocol:
         channel = UpgradableHTTPChannel(self.registry, advertise=self.advertise, limits=self.limits)
