@@ -53,17 +53,28 @@ class _MasterWatch:
 
     def connectionLost(self, reason: Any) -> None:
         self.reactor.removeReader(self)
-        if self.reactor.running and not _stopping:
-            _log.info("Stopping: asked by the master (or it went away)")
-            self.reactor.stop()
+        _stop(self.reactor, "asked by the master (or it went away)")
 
 
 _stopping = False
 
 
-def _stopStarted() -> None:
+def _stop(reactor: Any, why: str) -> None:
+    """
+    Stop the reactor, once: the master closing stdin and a SIGTERM to the
+    process group often arrive in the same reactor turn.
+    """
     global _stopping
-    _stopping = True
+    if not _stopping:
+        _stopping = True
+        _log.info("Stopping: {why}", why=why)
+        reactor.stop()
+
+
+def _onSigterm(number: int, frame: Any) -> None:
+    from twisted.internet import reactor
+
+    reactor.callFromThread(_stop, reactor, "received SIGTERM")  # type: ignore[attr-defined]
 
 
 def relayTo(out: Any) -> Any:
@@ -113,11 +124,14 @@ def main(argv: list[str]) -> None:
         child._raiseSynchronously = True
     service.privilegedStartService()
     service.startService()
-    reactor.addSystemEventTrigger("before", "shutdown", _stopStarted)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     os.set_blocking(0, False)
     reactor.addReader(_MasterWatch(reactor))
-    reactor.run()
+    # Twisted's own SIGTERM handler would stop the reactor a second time
+    # when stdin closed in the same turn (ReactorNotRunning in the log).
+    # Stopping replaces this handler with the "second signal" one.
+    signal.signal(signal.SIGTERM, _onSigterm)
+    reactor.run(installSignalHandlers=False)  # type: ignore[call-arg]
 
 
 if __name__ == "__main__":
