@@ -369,6 +369,36 @@ async def test_noHTTPLayerIsLeftInTheDataPath(kind: str, certificate: Path) -> N
         await running.port.stopListening()
 
 
+@pytest.mark.parametrize(
+    "kind, secure", [("tcp", False), ("tls", True), ("haproxy-tls", True), ("haproxy", False)]
+)
+@pytest_twisted.ensureDeferred
+async def test_theHandlerIsToldWhetherTheConnectionIsTLS(
+    kind: str, secure: bool, certificate: Path
+) -> None:
+    description = {
+        "tcp": f"tcp:0:interface={HOST}",
+        "tls": f"ssl:0:interface={HOST}:privateKey={certificate}",
+        "haproxy-tls": f"haproxy:ssl:0:interface={HOST}:privateKey={certificate}",
+        "haproxy": f"haproxy:tcp:0:interface={HOST}",
+    }[kind]
+    running = await listen(description)
+    seen: list[bool] = []
+
+    def accept(request: Any, product: bytes) -> Accept:
+        seen.append(request.secure)
+        return Accept(Closer())
+
+    running.registry.unregister(b"closer")
+    running.registry.register(b"closer", ScriptedHandler(accept))
+    try:
+        data = await inThread(hello, running.number, kind != "tcp" and secure, "haproxy" in kind)
+        assert data.endswith(b"bye")
+        assert seen == [secure]
+    finally:
+        await running.port.stopListening()
+
+
 def floodWithoutReading(port: int, limit: int) -> tuple[socket.socket, bytes]:
     """Send until the connection pushes back (or ``limit``), reading nothing."""
     sock = connect(port)

@@ -98,3 +98,37 @@ def test_factoriesAreStartedAndStoppedWithTheSite() -> None:
     assert (early.starts, late.starts) == (1, 1)
     registry.stopFactories()
     assert (early.stops, late.stops) == (1, 1)
+
+
+def test_offersAreInTheClientsOrderWithTheirHandlers() -> None:
+    registry = UpgradeRegistry()
+    irc, echo = ScriptedHandler(None), ScriptedHandler(None)
+    registry.register(b"IRC/6.9", irc)
+    registry.register(b"echo", echo)
+    offered, served = registry.offers([b"websocket, ECHO", b"x/, irc/6.9"])
+    assert offered == (b"websocket", b"ECHO", b"irc/6.9")
+    assert [(product.raw, handler) for product, handler in served] == [
+        (b"ECHO", echo),
+        (b"irc/6.9", irc),
+    ]
+
+
+def test_rememberedOffersFollowRegistrations() -> None:
+    registry = UpgradeRegistry()
+    handler = ScriptedHandler(None)
+    assert registry.offers([b"echo"])[1] == ()
+    registry.register(b"echo", handler)
+    assert [h for _, h in registry.offers([b"echo"])[1]] == [handler]
+    registry.unregister(b"echo")
+    assert registry.offers([b"echo"])[1] == ()
+
+
+def test_onlyShortOffersAreRememberedAndOnlySoMany() -> None:
+    registry = UpgradeRegistry()
+    registry.register(b"echo", ScriptedHandler(None))
+    long = b", ".join([b"x%d" % i for i in range(100)] + [b"echo"])
+    assert registry.offers([long])[0][-1] == b"echo"
+    assert not registry._offers
+    for i in range(1000):
+        registry.offers([b"p%d, echo" % i])
+    assert 0 < len(registry._offers) <= 256

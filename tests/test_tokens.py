@@ -58,3 +58,10 @@ def test_invalidProducts(element: bytes) -> None:
 def test_parseUpgradeKeepsOrderAndSkipsInvalidElements() -> None:
     products = parseUpgrade([b"foo/1, IRC/, bar", b'"x", HTTP/2.0'])
     assert [p.raw for p in products] == [b"foo/1", b"bar", b"HTTP/2.0"]
+
+
+def test_connectionOptionsOfLongValuesAreParsedToo() -> None:
+    # Long values are not remembered, but parsed the same way.
+    long = b", ".join([b"opt%d" % i for i in range(100)] + [b"Upgrade"])
+    assert b"upgrade" in connectionOptions([long])
+    assert len(connectionOptions([long])) == 101

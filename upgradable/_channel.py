@@ -32,7 +32,7 @@ from inspect import iscoroutine
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
-from twisted.internet.interfaces import IProtocol
+from twisted.internet.interfaces import IProtocol, ISSLTransport
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -47,15 +47,16 @@ from twisted.web.http_headers import Headers, InvalidHeaderName, _nameEncoder
 
 from ._decisions import Accept, Decline, Reject, UpgradeRequest
 from ._drain import Connections
-from ._registry import UpgradeRegistry
+from ._registry import Offers, UpgradeRegistry
 from ._status import reasonPhrase
-from ._tokens import Product, connectionOptions, parseUpgrade
+from ._tokens import Product, connectionOptions
 from ._transport import closeTransport, writeNow
 from .interfaces import IUpgradeHandler
 
 __all__ = ["SwitchedRequest", "UpgradableHTTPChannel", "UpgradeLimits"]
 
 _Offer = tuple[Product, IUpgradeHandler]
+_NO_OFFERS: Offers = ((), ())
 
 _REQUEST_START = frozenset(
     b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz\r\n"
@@ -375,7 +376,7 @@ class UpgradableHTTPChannel(HTTPChannel):
             version=version,
             headers=request.requestHeaders,
             body=body,
-            offered=tuple(product.raw for product in offered),
+            offered=offered,
             peer=request.client,
             host=request.host,
             secure=self.isSecure(),
@@ -383,34 +384,26 @@ class UpgradableHTTPChannel(HTTPChannel):
         )
         self._tryOffers(request, upgradeRequest, offers, 0)
 
-    def _offers(
-        self, command: bytes, version: bytes, headers: Headers
-    ) -> tuple[list[Product], list[_Offer]]:
+    def _offers(self, command: bytes, version: bytes, headers: Headers) -> Offers:
         """
-        The valid products the client offered, and those of them this channel
-        could switch to, in the client's order; both empty when the request
-        may not switch at all.
+        The valid products the client offered (as sent), and those of them
+        this channel could switch to with their handlers, in the client's
+        order; both empty when the request may not switch at all.
         """
         if version != b"HTTP/1.1" or not self.registry:
             # RFC 9110 §7.8: a server MUST ignore Upgrade in HTTP/1.0.
-            return [], []
+            return _NO_OFFERS
         upgrade = headers.getRawHeaders(b"upgrade")
         if upgrade is None or command == b"CONNECT":
-            return [], []
+            return _NO_OFFERS
         # RFC 9110 §7.8: the sender MUST list "upgrade" in Connection; one
         # without it passed an intermediary that should have dropped it.
         if b"upgrade" not in connectionOptions(headers.getRawHeaders(b"connection", ())):
-            return [], []
-        offered = parseUpgrade(upgrade)
-        offers = []
-        for product in offered:
-            handler = self.registry.lookup(product.key)
-            if handler is not None:
-                offers.append((product, handler))
-        return offered, offers
+            return _NO_OFFERS
+        return self.registry.offers(upgrade)
 
     def _tryOffers(
-        self, request: Request, upgradeRequest: UpgradeRequest, offers: list[_Offer], index: int
+        self, request: Request, upgradeRequest: UpgradeRequest, offers: Sequence[_Offer], index: int
     ) -> None:
         """
         Ask the handlers of ``offers[index:]`` in turn until one accepts or
@@ -488,7 +481,7 @@ class UpgradableHTTPChannel(HTTPChannel):
         decision: object,
         request: Request,
         upgradeRequest: UpgradeRequest,
-        offers: list[_Offer],
+        offers: Sequence[_Offer],
         index: int,
     ) -> None:
         self._pending = None
@@ -733,7 +726,7 @@ class UpgradableHTTPChannel(HTTPChannel):
             version=version,
             headers=headers,
             body=b"",
-            offered=tuple(product.raw for product in offered),
+            offered=offered,
             peer=self.transport.getPeer(),
             host=self.transport.getHost(),
             secure=self.isSecure(),
@@ -788,6 +781,13 @@ class UpgradableHTTPChannel(HTTPChannel):
             pending, self._pending = self._pending, None
             pending.cancel()
         super().connectionLost(reason)
+
+    def isSecure(self) -> bool:
+        # HTTPChannel adapts the transport to ISSLTransport, which for every
+        # plain TCP connection walks all of zope's adapter hooks in vain; a
+        # TLS transport (TLSMemoryBIOProtocol, startTLS, a PROXY wrapper
+        # around either) provides it directly.
+        return ISSLTransport.providedBy(self.transport)
 
     # -- advertising ------------------------------------------------------
 

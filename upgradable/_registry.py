@@ -7,16 +7,20 @@
 # the wrong kind) raise at registration, never on a live connection.
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from twisted.internet.interfaces import IProtocolFactory
 from zope.interface import implementer
 
 from ._decisions import Accept, Decision, Decline, UpgradeRequest
-from ._tokens import parseProduct
+from ._tokens import CACHED_VALUE_SIZE, Product, parseProduct, parseUpgrade
 from .interfaces import IUpgradeHandler
 
-__all__ = ["FactoryHandler", "UpgradeRegistry"]
+__all__ = ["FactoryHandler", "Offers", "UpgradeRegistry"]
+
+#: What a registry makes of an Upgrade field: every valid product offered (as
+#: sent), and those it serves with their handlers, in the client's order.
+Offers = tuple[tuple[bytes, ...], tuple[tuple[Product, IUpgradeHandler], ...]]
 
 
 @implementer(IUpgradeHandler)
@@ -60,6 +64,8 @@ class UpgradeRegistry:
         self._factories: list[IProtocolFactory] = []
         self._idleTimeouts: dict[tuple[bytes, bytes | None], float] = {}
         self._started = False
+        # offers(), per distinct Upgrade value; emptied when anything changes.
+        self._offers: dict[tuple[bytes, ...], Offers] = {}
 
     def register(
         self,
@@ -106,6 +112,7 @@ class UpgradeRegistry:
             raise TypeError(f"{handler!r} provides neither IUpgradeHandler nor IProtocolFactory")
         self._handlers[parsed.key] = resolved
         self._products[parsed.key] = raw
+        self._offers.clear()
         if idleTimeout is not None:
             if idleTimeout <= 0:
                 raise ValueError(f"idleTimeout must be positive, not {idleTimeout!r}")
@@ -123,6 +130,7 @@ class UpgradeRegistry:
             raise KeyError(product)
         handler = self._handlers.pop(parsed.key)
         del self._products[parsed.key]
+        self._offers.clear()
         self._idleTimeouts.pop(parsed.key, None)
         if isinstance(handler, FactoryHandler):
             self._factories.remove(handler.factory)
@@ -135,6 +143,32 @@ class UpgradeRegistry:
         :func:`upgradable._tokens.parseProduct`), or None.
         """
         return self._handlers.get(key)
+
+    def offers(self, upgrade: Sequence[bytes]) -> Offers:
+        """
+        What the ``Upgrade`` field lines ``upgrade`` offer: every valid
+        product (as sent), and those this registry serves with their
+        handlers, both in the client's order of preference.
+
+        The answer for a short field value is remembered (clients send the
+        same few) until a product is registered or unregistered.
+        """
+        key = tuple(upgrade)
+        known = self._offers.get(key)
+        if known is not None:
+            return known
+        offered = parseUpgrade(key)
+        served: list[tuple[Product, IUpgradeHandler]] = []
+        for product in offered:
+            handler = self._handlers.get(product.key)
+            if handler is not None:
+                served.append((product, handler))
+        result: Offers = (tuple(product.raw for product in offered), tuple(served))
+        if sum(map(len, key)) <= CACHED_VALUE_SIZE:
+            if len(self._offers) >= 256:
+                self._offers.clear()
+            self._offers[key] = result
+        return result
 
     def idleTimeout(self, key: tuple[bytes, bytes | None]) -> float | None:
         """The idle timeout registered for a product's comparison key, if any."""

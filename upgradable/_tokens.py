@@ -13,9 +13,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import NamedTuple
 
 __all__ = [
+    "CACHED_VALUE_SIZE",
     "Product",
     "connectionOptions",
     "isToken",
@@ -63,10 +65,23 @@ def splitList(values: Iterable[bytes]) -> list[bytes]:
     return out
 
 
+#: Field values up to this many bytes have their parse remembered: clients
+#: send the same few again and again; longer ones are parsed every time.
+CACHED_VALUE_SIZE = 256
+
+
 def connectionOptions(values: Iterable[bytes]) -> frozenset[bytes]:
     """
     The connection options of a C{Connection} field, folded to lower case.
     """
+    values = tuple(values)
+    if sum(map(len, values)) <= CACHED_VALUE_SIZE:
+        return _connectionOptions(values)
+    return _connectionOptions.__wrapped__(values)
+
+
+@lru_cache(maxsize=256)
+def _connectionOptions(values: tuple[bytes, ...]) -> frozenset[bytes]:
     return frozenset(element.lower() for element in splitList(values))
 
 
