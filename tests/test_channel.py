@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import gc
 import weakref
+from typing import Any
 
 import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 
@@ -767,26 +769,35 @@ class TestLifetime:
         server.protocol.connectionLost(Failure(ConnectionDone()))
         assert len(ircFactory.last.lost) == 1
 
-    def test_channelAndRequestAreFreedAfterTheSwitch(self) -> None:
+    @pytest.mark.parametrize("bytewise", [False, True], ids=["one read", "byte by byte"])
+    def test_channelAndRequestAreFreedAfterTheSwitch(self, bytewise: bool) -> None:
         server, ircFactory = standardServer()
-        channel = server.protocol._channel
         requests: list[weakref.ref] = []
 
-        class TrackedRequest(channel.requestFactory):  # type: ignore[name-defined,misc]
+        class TrackedRequest(server.site.requestFactory):  # type: ignore[name-defined,misc]
             def __init__(self, *args: object, **kwargs: object) -> None:
                 super().__init__(*args, **kwargs)
                 requests.append(weakref.ref(self))
 
-        channel.requestFactory = TrackedRequest
-        server.send(IRC_REQ)
-        channelRef = weakref.ref(channel)
-        # Only the transport (here the test, holding the wrapper) and the new
-        # protocol refer to the connection; drop the test's reference.
-        del channel
+        server.site.requestFactory = TrackedRequest
+        if bytewise:
+            server.sendBytewise(IRC_REQ)
+        else:
+            server.send(IRC_REQ)
+        # The new connection, and the HTTP stack if the usual path ran.
+        first = server.protocol
+        refs = [weakref.ref(first)]
+        if first._http is not None:
+            refs += [weakref.ref(first._http), weakref.ref(first._http._channel)]
+        # Only the transport (here the test) and the new protocol refer to
+        # the connection; drop the test's references.
+        del first
         server.protocol = None  # type: ignore[assignment]
         gc.collect()
-        assert all(r() is None for r in requests)  # none at all on the fast path
-        assert channelRef() is None
+        assert len(requests) == (1 if bytewise else 0)  # none at all on the fast path
+        assert all(r() is None for r in requests)
+        assert len(refs) == (3 if bytewise else 1)
+        assert all(r() is None for r in refs)
         assert ircFactory.last.made == 1
 
 
@@ -930,10 +941,29 @@ def test_channelIsAnHTTPChannel() -> None:
 
 
 def test_siteBuildsTheChannelInsideTwistedsALPNWrapper() -> None:
+    from twisted.web.http import _GenericHTTPChannelProtocol
+
     site = UpgradableSite(ScriptedHandler(None), UpgradeRegistry())  # type: ignore[arg-type]
     protocol = site.buildProtocol(None)
-    assert isinstance(protocol._channel, UpgradableHTTPChannel)
-    assert protocol.site is site
+    protocol.makeConnection(StringTransport())
+    protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n")  # not an upgrade: HTTP's
+    assert isinstance(protocol._http, _GenericHTTPChannelProtocol)
+    assert isinstance(protocol._http._channel, UpgradableHTTPChannel)
+    assert protocol._http.site is site
+
+
+def test_aSiteSubclassWithItsOwnChannelGetsItFromTheStart() -> None:
+    class Channel(UpgradableHTTPChannel):
+        pass
+
+    class Site(UpgradableSite):
+        def protocol(self) -> Any:
+            from upgradable._site import _TrackedHTTPProtocol
+
+            return _TrackedHTTPProtocol(Channel(self.registry, limits=self.limits))
+
+    site = Site(ScriptedHandler(None), UpgradeRegistry())  # type: ignore[arg-type]
+    assert isinstance(site.buildProtocol(None)._channel, Channel)
 
 
 class TestUpgradeRequired:
@@ -972,8 +1002,7 @@ class TestUpgradeRequired:
 
     def test_426IsNotDoubleAdvertised(self) -> None:
         server, _ = self.makeServer()
-        server.channel = server.protocol._channel
-        server.protocol._channel.advertise = True
+        server.site.advertise = True
         server.send(b"GET /irc-only HTTP/1.1\r\nHost: x\r\n\r\n")
         [response], _ = parseResponses(server.output())
         assert response.header(b"upgrade") == [b"IRC/6.9"]

@@ -385,22 +385,7 @@ class UpgradableHTTPChannel(HTTPChannel):
         self._tryOffers(request, upgradeRequest, offers, 0)
 
     def _offers(self, command: bytes, version: bytes, headers: Headers) -> Offers:
-        """
-        The valid products the client offered (as sent), and those of them
-        this channel could switch to with their handlers, in the client's
-        order; both empty when the request may not switch at all.
-        """
-        if version != b"HTTP/1.1" or not self.registry:
-            # RFC 9110 §7.8: a server MUST ignore Upgrade in HTTP/1.0.
-            return _NO_OFFERS
-        upgrade = headers.getRawHeaders(b"upgrade")
-        if upgrade is None or command == b"CONNECT":
-            return _NO_OFFERS
-        # RFC 9110 §7.8: the sender MUST list "upgrade" in Connection; one
-        # without it passed an intermediary that should have dropped it.
-        if b"upgrade" not in connectionOptions(headers.getRawHeaders(b"connection", ())):
-            return _NO_OFFERS
-        return self.registry.offers(upgrade)
+        return offersFor(self.registry, command, version, headers)
 
     def _tryOffers(
         self, request: Request, upgradeRequest: UpgradeRequest, offers: Sequence[_Offer], index: int
@@ -449,8 +434,7 @@ class UpgradableHTTPChannel(HTTPChannel):
         request.requestReceived(request.method, request.uri, request.clientproto)
 
     def _full(self) -> bool:
-        limit = self.limits.maxUpgraded
-        return limit is not None and self.limits.upgraded >= limit
+        return _full(self.limits)
 
     def _busy(self, request: Request) -> None:
         # Never a 101 beyond the limit: 503 with a hint when to come back.
@@ -616,160 +600,47 @@ class UpgradableHTTPChannel(HTTPChannel):
         Answer 101 and give the connection to ``accept.protocol``, then the
         ``leftover`` bytes.
         """
-        protocol = accept.protocol
-        transport = self.transport
-        self.limits.connections.switched(self, protocol, transport)
-        idle = self.registry.idleTimeout(product.key)
-
         # Nothing of HTTP may act on the connection any more: no idle timer,
         # no producer registration (the new protocol may register its own).
         self.setTimeout(None)
         self._savedTimeOut = None
         self._networkProducer.unregisterProducer()  # type: ignore[attr-defined]
-
-        head = [
-            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: ",
-            product.raw,
-            b"\r\n",
-        ]
-        for name, value in accept.headers:
-            head += [name, b": ", value, b"\r\n"]
-        head.append(b"\r\n")
-        writeNow(transport, b"".join(head))
-
-        # The site's access log (UpgradableSite's also emits the "Upgraded"
-        # event); a site that keeps no log spends nothing here.
-        log = getattr(self.factory, "log", None)
-        if log is not None:
-            try:
-                log(SwitchedRequest(upgradeRequest, product.raw))
-            except Exception:
-                _log.failure("The access log failed for an upgraded request")
-
-        # After the 101 nothing can be answered in HTTP any more: if the new
-        # protocol fails to start or to take its first bytes, the only clean
-        # answer is to log it and close.
-        try:
-            self._handOver(transport, protocol)
-            protocol.makeConnection(transport)
-            if idle is not None:
-                _IdleWatch(protocol, transport, idle, self.callLater)
-                self._handOver(transport, protocol)  # route reads through the watch
-            if leftover:
-                protocol.dataReceived(leftover)
-        except Exception:
-            _log.failure("{protocol!r} failed as it took the connection over; closing",
-                         protocol=protocol)  # fmt: skip
-            transport.loseConnection()
+        switchProtocols(
+            self,
+            self.transport,
+            upgradeRequest,
+            product,
+            accept,
+            leftover,
+            self.registry,
+            self.limits.connections,
+            getattr(self.factory, "log", None),
+            self.callLater,
+        )
 
     # -- the fast path ------------------------------------------------------
 
     def _fastUpgrade(self, data: bytes) -> bool:
         """
-        The first bytes of a connection: when they hold a whole upgrade
-        request of the plainest kind (no body, nothing unusual) that the
-        first offered handler accepts at once, switch without building
-        Twisted's Request; True when done.
+        The first bytes of a connection: switch at once when they hold a
+        whole upgrade request of the plainest kind that the first offered
+        handler accepts at once (see :func:`decideFirst`); True when done.
 
         Anything else returns False, and the usual path parses the same
-        bytes, so every check, status and corner case stays its own. A
-        handler asked here is not asked again: its answer (a Decline,
-        Reject, Deferred or failure) is left in ``_predecided`` for the
-        usual path to carry out.
+        bytes. A handler asked here is not asked again: its answer (a
+        Decline, Reject, Deferred or failure) is left in ``_predecided`` for
+        the usual path to carry out.
         """
-        end = data.find(b"\r\n\r\n")
-        if end <= 0:
+        site = getattr(self, "site", None)
+        decided = decideFirst(data, self.registry, self.limits, self.transport, site)
+        if decided is None:
             return False
-        head = data[:end]
-        # Cheap test first: most first requests that do not upgrade stop here.
-        if b"pgrade:" not in head or self._full():
-            return False
-        lines = head.split(b"\r\n")
-        if len(lines) - 1 > self.maxHeaders or end - 2 * (len(lines) - 1) > self.totalHeadersSize:
-            return False
-        try:
-            command, target, version = _parseRequestLine(lines[0])
-        except ValueError:
-            return False
-        raw: dict[bytes, list[bytes]] = {}
-        for line in lines[1:]:
-            name, colon, value = line.partition(b":")
-            if not colon:
-                return False
-            try:
-                name = _nameEncoder.encode(name)  # rejects what is not a token
-            except InvalidHeaderName:
-                return False
-            value = value.strip(b" \t")
-            if len(value.translate(None, b"\x00\r\n")) != len(value):
-                return False
-            if name in raw:
-                raw[name].append(value)
-            else:
-                raw[name] = [value]
-        if (
-            not _oneValidHost(raw.get(b"Host"))
-            or b"Content-Length" in raw
-            or b"Transfer-Encoding" in raw
-            or b"Expect" in raw
-        ):
-            return False
-        headers = Headers()
-        headers._rawHeaders = raw  # the names are canonical, the values checked
-        offered, offers = self._offers(command, version, headers)
-        if not offers:
-            return False
-        upgradeRequest = UpgradeRequest(
-            method=command,
-            uri=target,
-            path=target.split(b"?", 1)[0],
-            version=version,
-            headers=headers,
-            body=b"",
-            offered=offered,
-            peer=self.transport.getPeer(),
-            host=self.transport.getHost(),
-            secure=self.isSecure(),
-            site=getattr(self, "site", None),
-        )
-        product, handler = offers[0]
-        try:
-            result = handler.upgrade(upgradeRequest, product.raw)
-            if iscoroutine(result):
-                result = ensureDeferred(result)
-        except Exception:
-            result = Failure()
-        if not isinstance(result, Accept) or self._full():
+        upgradeRequest, product, result, leftover = decided
+        if not isinstance(result, Accept) or _full(self.limits):
             self._predecided = result
             return False
-        self._takeOver(upgradeRequest, product, result, data[end + 4 :])
+        self._takeOver(upgradeRequest, product, result, leftover)
         return True
-
-    def _handOver(self, transport: Any, protocol: IProtocol) -> None:
-        """
-        Route the transport's events to ``protocol`` from now on.
-
-        The channel's own entry points are rebound, which every layer that
-        calls it (Twisted's ALPN wrapper, TLS, the PROXY wrapper, in-memory
-        test transports) finds by attribute lookup. Where the transport calls
-        this channel or its ALPN wrapper directly (TCP's ``protocol``, TLS's
-        and PROXY's ``wrappedProtocol``) it is also pointed at ``protocol``,
-        so no forwarding call is left in the data path and the channel can
-        be freed.
-        """
-        self.dataReceived = protocol.dataReceived  # type: ignore[method-assign]
-        self.rawDataReceived = protocol.dataReceived  # type: ignore[method-assign]
-        self.connectionLost = protocol.connectionLost  # type: ignore[method-assign,assignment]
-        # TCP calls transport.protocol; a ProtocolWrapper transport (PROXY,
-        # TLS by wrapping factory) calls its wrappedProtocol; TLS started on a
-        # TCP transport calls transport.protocol.wrappedProtocol.
-        for holder in (transport, getattr(transport, "protocol", None)):
-            for attribute in ("protocol", "wrappedProtocol"):
-                current = getattr(holder, attribute, None)
-                if current is self or (
-                    isinstance(current, _GenericHTTPChannelProtocol) and current._channel is self  # type: ignore[comparison-overlap]
-                ):
-                    setattr(holder, attribute, protocol)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
@@ -805,6 +676,199 @@ class UpgradableHTTPChannel(HTTPChannel):
                 if b"upgrade" not in options:
                     headers.setRawHeaders(b"Connection", [*connection, b"Upgrade"])
         super().writeHeaders(version, code, reason, headers)
+
+
+# -- shared by the channel and by a site's new connections --------------------
+
+
+def _full(limits: UpgradeLimits) -> bool:
+    """Whether the limit of upgraded connections is reached."""
+    limit = limits.maxUpgraded
+    return limit is not None and limits.upgraded >= limit
+
+
+def offersFor(
+    registry: UpgradeRegistry, command: bytes, version: bytes, headers: Headers
+) -> Offers:
+    """
+    The valid products a request offered (as sent), and those of them
+    ``registry`` could switch to with their handlers, in the client's order;
+    both empty when the request may not switch at all.
+    """
+    if version != b"HTTP/1.1" or not registry:
+        # RFC 9110 §7.8: a server MUST ignore Upgrade in HTTP/1.0.
+        return _NO_OFFERS
+    upgrade = headers.getRawHeaders(b"upgrade")
+    if upgrade is None or command == b"CONNECT":
+        return _NO_OFFERS
+    # RFC 9110 §7.8: the sender MUST list "upgrade" in Connection; one
+    # without it passed an intermediary that should have dropped it.
+    if b"upgrade" not in connectionOptions(headers.getRawHeaders(b"connection", ())):
+        return _NO_OFFERS
+    return registry.offers(upgrade)
+
+
+def decideFirst(
+    data: bytes, registry: UpgradeRegistry, limits: UpgradeLimits, transport: Any, site: Any
+) -> tuple[UpgradeRequest, Product, object, bytes] | None:
+    """
+    The fast path, for a connection's first bytes: when they hold a whole
+    upgrade request of the plainest kind (HTTP/1.1, exactly one valid Host,
+    no body or Expect, every line valid by Twisted's own parsers, within the
+    limits) that offers a product ``registry`` serves, ask that product's
+    handler, without Twisted's line parser, ``Request`` or ``Headers``
+    machinery. Return the request, the product, the handler's answer (an
+    Accept, Decline, Reject, Deferred, or the Failure it raised) and the
+    bytes after the request; None when the request is anything else (no
+    handler was asked), for the usual path to parse.
+    """
+    end = data.find(b"\r\n\r\n")
+    if end <= 0:
+        return None
+    head = data[:end]
+    # Cheap test first: most first requests that do not upgrade stop here.
+    if b"pgrade:" not in head or _full(limits):
+        return None
+    lines = head.split(b"\r\n")
+    if len(lines) - 1 > limits.maxHeaders or end - 2 * (len(lines) - 1) > limits.maxHeaderSize:
+        return None
+    try:
+        command, target, version = _parseRequestLine(lines[0])
+    except ValueError:
+        return None
+    raw: dict[bytes, list[bytes]] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon:
+            return None
+        try:
+            name = _nameEncoder.encode(name)  # rejects what is not a token
+        except InvalidHeaderName:
+            return None
+        value = value.strip(b" \t")
+        if len(value.translate(None, b"\x00\r\n")) != len(value):
+            return None
+        if name in raw:
+            raw[name].append(value)
+        else:
+            raw[name] = [value]
+    if (
+        not _oneValidHost(raw.get(b"Host"))
+        or b"Content-Length" in raw
+        or b"Transfer-Encoding" in raw
+        or b"Expect" in raw
+    ):
+        return None
+    headers = Headers()
+    headers._rawHeaders = raw  # the names are canonical, the values checked
+    offered, offers = offersFor(registry, command, version, headers)
+    if not offers:
+        return None
+    upgradeRequest = UpgradeRequest(
+        method=command,
+        uri=target,
+        path=target.split(b"?", 1)[0],
+        version=version,
+        headers=headers,
+        body=b"",
+        offered=offered,
+        peer=transport.getPeer(),
+        host=transport.getHost(),
+        secure=ISSLTransport.providedBy(transport),
+        site=site,
+    )
+    product, handler = offers[0]
+    result: object
+    try:
+        result = handler.upgrade(upgradeRequest, product.raw)
+        if iscoroutine(result):
+            result = ensureDeferred(result)
+    except Exception:
+        result = Failure()
+    return upgradeRequest, product, result, data[end + 4 :]
+
+
+def switchProtocols(
+    old: Any,
+    transport: Any,
+    upgradeRequest: UpgradeRequest,
+    product: Product,
+    accept: Accept,
+    leftover: bytes,
+    registry: UpgradeRegistry,
+    connections: Connections,
+    log: Any,
+    callLater: Any,
+) -> None:
+    """
+    Answer 101 on ``transport`` and give it to ``accept.protocol`` instead
+    of ``old`` (which has stopped everything of its own), then deliver the
+    ``leftover`` bytes; ``log`` is the site's access log, if any.
+    """
+    protocol = accept.protocol
+    connections.switched(old, protocol, transport)
+    idle = registry.idleTimeout(product.key)
+
+    head = [
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: ",
+        product.raw,
+        b"\r\n",
+    ]
+    for name, value in accept.headers:
+        head += [name, b": ", value, b"\r\n"]
+    head.append(b"\r\n")
+    writeNow(transport, b"".join(head))
+
+    # The site's access log (UpgradableSite's also emits the "Upgraded"
+    # event); a site that keeps no log spends nothing here.
+    if log is not None:
+        try:
+            log(SwitchedRequest(upgradeRequest, product.raw))
+        except Exception:
+            _log.failure("The access log failed for an upgraded request")
+
+    # After the 101 nothing can be answered in HTTP any more: if the new
+    # protocol fails to start or to take its first bytes, the only clean
+    # answer is to log it and close.
+    try:
+        handOver(old, transport, protocol)
+        protocol.makeConnection(transport)
+        if idle is not None:
+            _IdleWatch(protocol, transport, idle, callLater)
+            handOver(old, transport, protocol)  # route reads through the watch
+        if leftover:
+            protocol.dataReceived(leftover)
+    except Exception:
+        _log.failure("{protocol!r} failed as it took the connection over; closing",
+                     protocol=protocol)  # fmt: skip
+        transport.loseConnection()
+
+
+def handOver(old: Any, transport: Any, protocol: IProtocol) -> None:
+    """
+    Route the transport's events to ``protocol`` instead of ``old``.
+
+    ``old``'s own entry points are rebound, which every layer that calls it
+    (Twisted's ALPN wrapper, TLS, the PROXY wrapper, in-memory test
+    transports) finds by attribute lookup. Where the transport calls ``old``
+    or Twisted's ALPN wrapper around it directly (TCP's ``protocol``, TLS's
+    and PROXY's ``wrappedProtocol``) it is also pointed at ``protocol``, so
+    no forwarding call is left in the data path and ``old`` can be freed.
+    """
+    old.dataReceived = protocol.dataReceived
+    if isinstance(old, HTTPChannel):
+        old.rawDataReceived = protocol.dataReceived  # type: ignore[method-assign]
+    old.connectionLost = protocol.connectionLost
+    # TCP calls transport.protocol; a ProtocolWrapper transport (PROXY, TLS
+    # by wrapping factory) calls its wrappedProtocol; TLS started on a TCP
+    # transport calls transport.protocol.wrappedProtocol.
+    for holder in (transport, getattr(transport, "protocol", None)):
+        for attribute in ("protocol", "wrappedProtocol"):
+            current = getattr(holder, attribute, None)
+            if current is old or (
+                isinstance(current, _GenericHTTPChannelProtocol) and current._channel is old
+            ):
+                setattr(holder, attribute, protocol)
 
 
 def _oneValidHost(hosts: Sequence[bytes] | None) -> bool:

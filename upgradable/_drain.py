@@ -13,7 +13,7 @@
 # The Deferred it returns fires when no connection is left.
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IProtocol
@@ -24,8 +24,16 @@ from twisted.python.failure import Failure
 from ._transport import closeTransport
 from .interfaces import IGoingAway
 
-if TYPE_CHECKING:
-    from ._channel import UpgradableHTTPChannel
+
+class HTTPConnection(Protocol):
+    """What the connections of a site are until they switch: an
+    UpgradableHTTPChannel, or a new connection that has received nothing."""
+
+    transport: Any
+
+    def stopPersisting(self) -> None:
+        """Serve no request after the current one (close now if none)."""
+
 
 __all__ = ["Connections"]
 
@@ -48,7 +56,7 @@ class Connections:
         self.callLater = callLater
         # Each HTTP connection's channel, with the protocol its transport
         # calls (Twisted's wrapper, which may have given it to HTTP/2).
-        self.http: dict[UpgradableHTTPChannel, Any] = {}
+        self.http: dict[HTTPConnection, Any] = {}
         self.upgraded: dict[IProtocol, Any] = {}
         self.draining = False
         self._closing = False
@@ -60,14 +68,14 @@ class Connections:
 
     # -- what the channels report -----------------------------------------
 
-    def opened(self, channel: UpgradableHTTPChannel, wrapper: Any) -> None:
+    def opened(self, channel: HTTPConnection, wrapper: Any) -> None:
         self.http[channel] = wrapper
 
-    def closed(self, channel: UpgradableHTTPChannel) -> None:
+    def closed(self, channel: HTTPConnection) -> None:
         if self.http.pop(channel, None) is not None:
             self._check()
 
-    def switched(self, channel: UpgradableHTTPChannel, protocol: IProtocol, transport: Any) -> None:
+    def switched(self, channel: HTTPConnection, protocol: IProtocol, transport: Any) -> None:
         """``channel`` gave its connection to ``protocol``: track that until it is lost."""
         self.http.pop(channel, None)
         try:

@@ -1,20 +1,37 @@
-# Site wiring. Connections are built exactly as twisted.web builds them, as
-# _GenericHTTPChannelProtocol(channel), only with our channel inside: that
-# wrapper is what switches a TLS connection to HTTP/2 when ALPN picked "h2",
-# so Twisted's own HTTP/2 keeps working next to the Upgrade path.
+# Site wiring.
+#
+# A connection starts as a _NewConnection: no HTTP machinery, only the idle
+# timer and the site's count. When its first bytes are a plain upgrade
+# request that the first offered handler accepts at once (the fast path,
+# _channel.decideFirst), it switches from there. Anything else, and a TLS
+# connection whose ALPN picked h2, gets the HTTP stack exactly as twisted.web
+# builds it, _GenericHTTPChannelProtocol(channel) with our channel inside
+# (that wrapper is what hands an ALPN "h2" connection to Twisted's HTTP/2),
+# and the same bytes, with the first handler's answer if it was asked.
 from __future__ import annotations
 
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import connectionDone
+from twisted.internet.interfaces import ITCPTransport
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 
-from ._channel import SwitchedRequest, UpgradableHTTPChannel, UpgradeLimits
+from ._channel import (
+    _NOTHING,
+    SwitchedRequest,
+    UpgradableHTTPChannel,
+    UpgradeLimits,
+    _full,
+    decideFirst,
+    handOver,
+    switchProtocols,
+)
+from ._decisions import Accept
 from ._registry import UpgradeRegistry
 
 __all__ = ["UpgradableSite"]
@@ -113,6 +130,17 @@ class UpgradableSite(Site):
                 uri=request.uri.decode("ascii", "replace"),
             )
 
+    def buildProtocol(self, addr: Any) -> Any:
+        if type(self).protocol is not UpgradableSite.protocol:
+            # A subclass builds its own channel: all of it is HTTP's.
+            return self._buildHTTP(addr)
+        return _NewConnection(self, addr)
+
+    def _buildHTTP(self, addr: Any) -> _GenericHTTPChannelProtocol:
+        """The HTTP stack for a connection, as twisted.web builds it."""
+        protocol: _GenericHTTPChannelProtocol = super().buildProtocol(addr)
+        return protocol
+
     def protocol(self) -> _GenericHTTPChannelProtocol:
         channel = UpgradableHTTPChannel(self.registry, advertise=self.advertise, limits=self.limits)
         return _TrackedHTTPProtocol(channel)
@@ -153,3 +181,94 @@ class _TrackedHTTPProtocol(_GenericHTTPChannelProtocol):
             super().connectionLost(reason)
         finally:
             self._connections.closed(self._tracked)
+
+
+class _NewConnection(Protocol):
+    """
+    A site's connection until its first bytes: counted in the site's
+    connections, closed when idle for the site's ``timeOut`` (as
+    ``HTTPChannel`` would), nothing else. Its first bytes either switch it
+    at once (the fast path) or are given, with the connection, to the HTTP
+    stack. Either way its own entry points are rebound to the protocol that
+    took over, and the transport is pointed at that protocol.
+    """
+
+    #: As HTTPChannel's: how long a timed-out connection may take to close.
+    abortTimeout = 15
+    transport: Any
+
+    def __init__(self, site: UpgradableSite, addr: Any) -> None:
+        self.site = site
+        self.addr = addr
+        self._timer: Any = None
+        self._abort: Any = None
+        self._http: _GenericHTTPChannelProtocol | None = None
+
+    def logPrefix(self) -> str:
+        return "UpgradableHTTPChannel"
+
+    def makeConnection(self, transport: Any) -> None:
+        self.connected = 1
+        self.transport = transport
+        connections = self.site.connections
+        if connections.draining:
+            # Accepted as the ports closed: HTTP answers the request it sent
+            # already, and closes.
+            self._becomeHTTP(_NOTHING)
+            return
+        connections.opened(self, self)
+        if ITCPTransport.providedBy(transport):
+            transport.setTcpNoDelay(True)
+        if self.site.timeOut is not None:
+            self._timer = self.site.reactor.callLater(self.site.timeOut, self._timedOut)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._cancelTimers()
+        site = self.site
+        transport = self.transport
+        predecided: object = _NOTHING
+        if getattr(transport, "negotiatedProtocol", None) != b"h2":
+            decided = decideFirst(data, site.registry, site.limits, transport, site)
+            if decided is not None:
+                upgradeRequest, product, result, leftover = decided
+                if isinstance(result, Accept) and not _full(site.limits):
+                    switchProtocols(self, transport, upgradeRequest, product, result, leftover,
+                                    site.registry, site.connections, site.log,
+                                    site.reactor.callLater)  # fmt: skip
+                    return
+                predecided = result
+        self._becomeHTTP(predecided).dataReceived(data)
+
+    def _becomeHTTP(self, predecided: object) -> _GenericHTTPChannelProtocol:
+        http = self.site._buildHTTP(self.addr)
+        channel = http._channel
+        # The fast path was tried here already (or not at all: h2, draining).
+        channel._fresh = False  # type: ignore[attr-defined]
+        channel._predecided = predecided  # type: ignore[attr-defined]
+        self._http = http
+        # The HTTP stack counts the connection from here on.
+        self.site.connections.http.pop(self, None)
+        handOver(self, self.transport, http)
+        http.makeConnection(self.transport)
+        return http
+
+    def stopPersisting(self) -> None:
+        """A drain began: nothing was received, so nothing is owed."""
+        self.transport.loseConnection()
+
+    def _timedOut(self) -> None:
+        self._timer = None
+        _log.info("Timing out client: {peer}", peer=str(self.transport.getPeer()))
+        self._abort = self.site.reactor.callLater(self.abortTimeout, self.transport.abortConnection)
+        self.transport.loseConnection()
+
+    def _cancelTimers(self) -> None:
+        for timer in (self._timer, self._abort):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._timer = self._abort = None
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.connected = 0
+        self._cancelTimers()
+        self.site.connections.closed(self)

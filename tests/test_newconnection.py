@@ -1,0 +1,112 @@
+"""
+A site's connection before its first bytes: what it costs and what it still
+does (the idle timeout, the count for a drain, TLS's h2), and how it hands
+its bytes over, on the fast path and to HTTP.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.web.http import _GenericHTTPChannelProtocol
+
+from upgradable import UpgradableHTTPChannel
+from upgradable._site import _NewConnection
+
+from .helpers import IRC_REQ, parseResponses, standardServer
+
+DONE = Failure(ConnectionDone())
+GET = b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def test_aNewConnectionHasNoHTTPMachineryYet() -> None:
+    server, _ = standardServer()
+    assert isinstance(server.protocol, _NewConnection)
+    assert server.protocol._http is None
+    assert len(server.site.connections) == 1
+    # One timer: the idle timeout.
+    [timer] = server.clock.getDelayedCalls()
+    assert timer.getTime() == server.site.timeOut
+
+
+def test_aConnectionThatSendsNothingTimesOutLikeHTTPChannel(logged) -> None:
+    server, _ = standardServer()
+    aborted: list[bool] = []
+    server.transport.abortConnection = lambda: aborted.append(True)  # type: ignore[method-assign]
+    server.clock.advance(server.site.timeOut - 0.1)
+    assert not server.closed
+    server.clock.advance(0.2)
+    assert server.closed
+    assert any("Timing out client" in str(e.get("log_format")) for e in logged.events)
+    # It does not close (TLS waiting for close_notify): aborted 15 s later.
+    server.clock.advance(15)
+    assert aborted == [True]
+    server.protocol.connectionLost(DONE)
+    assert server.clock.getDelayedCalls() == []
+    assert len(server.site.connections) == 0
+
+
+def test_theFastPathLeavesNoTimerAndNoHTTP() -> None:
+    server, irc = standardServer()
+    server.send(IRC_REQ + b"NICK a\r\n")
+    assert server.output().startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    assert server.protocol._http is None
+    assert server.clock.getDelayedCalls() == []
+    assert irc.last.data == b"NICK a\r\n"
+    assert list(server.site.connections.upgraded) == [irc.last]
+    assert server.site.connections.http == {}
+
+
+def test_anythingElseGetsTheHTTPStackWithTheSameBytes() -> None:
+    server, _ = standardServer()
+    server.send(GET[:10])
+    http = server.protocol._http
+    assert isinstance(http, _GenericHTTPChannelProtocol)
+    assert isinstance(http._channel, UpgradableHTTPChannel)
+    # The connection is counted once, now as HTTP's.
+    assert list(server.site.connections.http) == [http._channel]
+    server.send(GET[10:])
+    [response], rest = parseResponses(server.output())
+    assert response.code == 200 and rest == b""
+    # HTTP's own idle timer runs now; the new connection's is gone.
+    [timer] = server.clock.getDelayedCalls()
+    assert timer.func.__self__ is http._channel  # type: ignore[attr-defined]
+    server.protocol.connectionLost(DONE)
+    assert len(server.site.connections) == 0
+
+
+def test_aDrainClosesAConnectionThatSentNothing() -> None:
+    server, _ = standardServer()
+    drained = server.site.drain(10)
+    assert server.closed
+    server.protocol.connectionLost(DONE)
+    result: list[object] = []
+    drained.addBoth(result.append)
+    assert result == [None]
+
+
+def test_aConnectionAcceptedDuringADrainIsAnsweredAndClosed() -> None:
+    server, _ = standardServer()
+    server.protocol.connectionLost(DONE)
+    server.site.drain(10)
+    protocol = server.site.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(GET)
+    [response], _ = parseResponses(transport.value())
+    assert response.code == 200
+    assert response.header(b"connection") == [b"close"]
+    assert transport.disconnecting
+
+
+def test_tlsWithALPNh2GoesToTwistedsHTTP2() -> None:
+    class H2Transport(StringTransport):
+        negotiatedProtocol = b"h2"
+
+    server, _ = standardServer()
+    protocol = server.site.buildProtocol(None)
+    transport = H2Transport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+    assert type(protocol._http._channel).__name__ == "H2Connection"
