@@ -108,6 +108,9 @@ _LINES = st.sampled_from(
         b"Transfer-Encoding: chunked",
         b"Expect: 100-continue",
         b"X-Odd: a\x00b",
+        b"X-Odd: a\rb",
+        b"X-Odd: a\nb",
+        b"X-Odd\n: b",
         b"X-Tab:\tv\t",
         b"Bad Name: v",
         b"NoColon",
@@ -128,6 +131,8 @@ _REQUEST_LINES = st.sampled_from(
         b"CONNECT x:1 HTTP/1.1",
         b"GET  / HTTP/1.1",
         b"G@T / HTTP/1.1",
+        b"GET /a\nb HTTP/1.1",
+        b"GET /a\x00b HTTP/1.1",
     ]
 )
 

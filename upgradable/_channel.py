@@ -695,15 +695,30 @@ def offersFor(
     ``registry`` could switch to with their handlers, in the client's order;
     both empty when the request may not switch at all.
     """
+    return _negotiate(
+        registry,
+        command,
+        version,
+        headers.getRawHeaders(b"upgrade"),
+        headers.getRawHeaders(b"connection", ()),
+    )
+
+
+def _negotiate(
+    registry: UpgradeRegistry,
+    command: bytes,
+    version: bytes,
+    upgrade: Sequence[bytes] | None,
+    connection: Sequence[bytes],
+) -> Offers:
     if version != b"HTTP/1.1" or not registry:
         # RFC 9110 §7.8: a server MUST ignore Upgrade in HTTP/1.0.
         return _NO_OFFERS
-    upgrade = headers.getRawHeaders(b"upgrade")
     if upgrade is None or command == b"CONNECT":
         return _NO_OFFERS
     # RFC 9110 §7.8: the sender MUST list "upgrade" in Connection; one
     # without it passed an intermediary that should have dropped it.
-    if b"upgrade" not in connectionOptions(headers.getRawHeaders(b"connection", ())):
+    if b"upgrade" not in connectionOptions(connection):
         return _NO_OFFERS
     return registry.offers(upgrade)
 
@@ -730,28 +745,33 @@ def decideFirst(
     if b"pgrade:" not in head or _full(limits):
         return None
     lines = head.split(b"\r\n")
-    if len(lines) - 1 > limits.maxHeaders or end - 2 * (len(lines) - 1) > limits.maxHeaderSize:
+    fields = len(lines) - 1
+    if fields > limits.maxHeaders or end - 2 * fields > limits.maxHeaderSize:
+        return None
+    # No NUL anywhere, and no CR or LF but the line ends.
+    if b"\x00" in head or head.count(b"\r") != fields or head.count(b"\n") != fields:
         return None
     try:
         command, target, version = _parseRequestLine(lines[0])
     except ValueError:
         return None
     raw: dict[bytes, list[bytes]] = {}
+    canonical = _nameEncoder._canonicalHeaderCache
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
         if not colon:
             return None
-        try:
-            name = _nameEncoder.encode(name)  # rejects what is not a token
-        except InvalidHeaderName:
-            return None
+        known = canonical.get(name)  # only names that passed encode() are there
+        if known is None:
+            try:
+                known = _nameEncoder.encode(name)  # rejects what is not a token
+            except InvalidHeaderName:
+                return None
         value = value.strip(b" \t")
-        if len(value.translate(None, b"\x00\r\n")) != len(value):
-            return None
-        if name in raw:
-            raw[name].append(value)
+        if known in raw:
+            raw[known].append(value)
         else:
-            raw[name] = [value]
+            raw[known] = [value]
     if (
         not _oneValidHost(raw.get(b"Host"))
         or b"Content-Length" in raw
@@ -759,11 +779,13 @@ def decideFirst(
         or b"Expect" in raw
     ):
         return None
-    headers = Headers()
-    headers._rawHeaders = raw  # the names are canonical, the values checked
-    offered, offers = offersFor(registry, command, version, headers)
+    offered, offers = _negotiate(
+        registry, command, version, raw.get(b"Upgrade"), raw.get(b"Connection", ())
+    )
     if not offers:
         return None
+    headers = Headers()
+    headers._rawHeaders = raw  # the names are canonical, the values checked
     upgradeRequest = UpgradeRequest(
         method=command,
         uri=target,
@@ -859,6 +881,9 @@ def handOver(old: Any, transport: Any, protocol: IProtocol) -> None:
     if isinstance(old, HTTPChannel):
         old.rawDataReceived = protocol.dataReceived  # type: ignore[method-assign]
     old.connectionLost = protocol.connectionLost
+    if getattr(transport, "protocol", None) is old:
+        transport.protocol = protocol  # TCP: the only caller
+        return
     # TCP calls transport.protocol; a ProtocolWrapper transport (PROXY, TLS
     # by wrapping factory) calls its wrappedProtocol; TLS started on a TCP
     # transport calls transport.protocol.wrappedProtocol.

@@ -108,7 +108,10 @@ class Accept:
                 f"Accept needs a protocol (IProtocol), not {self.protocol!r}; "
                 "for a factory, accept factory.buildProtocol(request.peer)"
             )
-        object.__setattr__(self, "headers", _checkHeaders(self.headers, _NOT_IN_101, "Accept"))
+        if self.headers:
+            object.__setattr__(self, "headers", _checkHeaders(self.headers, _NOT_IN_101, "Accept"))
+        elif self.headers != ():
+            object.__setattr__(self, "headers", ())
 
 
 @dataclass(frozen=True, slots=True)
