@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel
+from twisted.web.http import HTTPChannel, Request
 
 from upgradable import (
     Accept,
@@ -1125,3 +1125,28 @@ class TestReviewedEdges:
         server, _ = standardServer()
         server.send(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
         assertNotSwitched(server, [400])
+
+
+@pytest.mark.parametrize("subclass", [False, True], ids=["channel", "a subclass"])
+def test_advertisingIsChosenWhenTheChannelIsMade(subclass: bool) -> None:
+    class Mine(UpgradableHTTPChannel):
+        pass
+
+    cls = Mine if subclass else UpgradableHTTPChannel
+    registry = UpgradeRegistry()
+    registry.register(b"IRC/6.9", RecordingFactory())
+    for advertise, expected in ((True, [b"IRC/6.9"]), (False, [])):
+        channel = cls(registry, advertise=advertise)
+        assert isinstance(channel, cls)
+        channel.requestFactory = _Answered
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        [response], _ = parseResponses(transport.value())
+        assert response.header(b"upgrade") == expected
+
+
+class _Answered(Request):
+    def process(self) -> None:
+        self.setResponseCode(204)
+        self.finish()

@@ -176,6 +176,16 @@ class UpgradableHTTPChannel(HTTPChannel):
     # The transport of a connected channel; HTTPChannel types it as Optional.
     transport: Any
 
+    def __new__(
+        cls,
+        registry: UpgradeRegistry | None = None,
+        advertise: bool = False,
+        limits: UpgradeLimits | None = None,
+    ) -> UpgradableHTTPChannel:
+        if advertise and not issubclass(cls, _Advertising):
+            cls = _advertising(cls)
+        return super().__new__(cls)
+
     def __init__(
         self,
         registry: UpgradeRegistry | None = None,
@@ -260,26 +270,35 @@ class UpgradableHTTPChannel(HTTPChannel):
 
     def allHeadersReceived(self) -> None:
         request = self.requests[-1]
+        # Read by canonical name, as Headers stores them: this runs for every
+        # request, and getRawHeaders canonicalizes the name each time.
+        fields = request.requestHeaders._rawHeaders
         if self._version == b"HTTP/1.1":
             # RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request
-            # without a Host field or with more than one.
-            if not _oneValidHost(request.requestHeaders.getRawHeaders(b"host")):
+            # without a Host field or with more than one (_oneValidHost, inline).
+            hosts = fields.get(b"Host")
+            if (
+                hosts is None
+                or len(hosts) != 1
+                or len(hosts[0].translate(None, _NOT_IN_HOST)) != len(hosts[0])
+            ):
                 self._respondError(400)
                 return
-        if request.requestHeaders.getRawHeaders(b"upgrade") is None:
+        if b"Upgrade" not in fields:
             # A plain request: the deadline was for its head, which is here;
             # a slow upload is the idle timeout's business.
-            self._stopDeadline()
-        limit = self.limits.maxUpgradeBody
-        if (
-            limit is not None
-            and self.length is not None
-            and self.length > limit
-            and request.requestHeaders.getRawHeaders(b"upgrade") is not None
-            and self._offers(self._command, self._version, request.requestHeaders)[1]
-        ):
-            self._respondError(413)
-            return
+            if self._deadline is not None:
+                self._stopDeadline()
+        else:
+            limit = self.limits.maxUpgradeBody
+            if (
+                limit is not None
+                and self.length is not None
+                and self.length > limit
+                and self._offers(self._command, self._version, request.requestHeaders)[1]
+            ):
+                self._respondError(413)
+                return
         super().allHeadersReceived()
 
     def rawDataReceived(self, data: bytes) -> None:
@@ -295,7 +314,7 @@ class UpgradableHTTPChannel(HTTPChannel):
         if self._draining:
             request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
             return False
-        values = request.requestHeaders.getRawHeaders(b"connection")
+        values = request.requestHeaders._rawHeaders.get(b"Connection")
         if values is None:
             return True
         if b"close" in connectionOptions(values):
@@ -340,8 +359,9 @@ class UpgradableHTTPChannel(HTTPChannel):
         if self._failed:
             return
         # The common case first: no Upgrade field, nothing to decide.
-        if self.requests[-1].requestHeaders.getRawHeaders(b"upgrade") is None:
-            self._stopDeadline()
+        if b"Upgrade" not in self.requests[-1].requestHeaders._rawHeaders:
+            if self._deadline is not None:
+                self._stopDeadline()
             super().allContentReceived()
             return
         offered, offers = self._offers(
@@ -662,10 +682,17 @@ class UpgradableHTTPChannel(HTTPChannel):
 
     # -- advertising ------------------------------------------------------
 
+
+class _Advertising(HTTPChannel):
+    """
+    What ``advertise=True`` adds to a channel class: a mixin, so that a
+    channel that does not advertise has no ``writeHeaders`` of its own to
+    call for every response.
+    """
+
+    registry: UpgradeRegistry
+
     def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Headers) -> None:
-        if not self.advertise:
-            super().writeHeaders(version, code, reason, headers)
-            return
         if self.registry and isinstance(headers, Headers):
             connection = headers.getRawHeaders(b"connection", ())
             options = connectionOptions(connection)
@@ -676,6 +703,19 @@ class UpgradableHTTPChannel(HTTPChannel):
                 if b"upgrade" not in options:
                     headers.setRawHeaders(b"Connection", [*connection, b"Upgrade"])
         super().writeHeaders(version, code, reason, headers)
+
+
+_ADVERTISING: dict[type[UpgradableHTTPChannel], type[UpgradableHTTPChannel]] = {}
+
+
+def _advertising(cls: type[UpgradableHTTPChannel]) -> type[UpgradableHTTPChannel]:
+    """``cls`` with the advertising ``writeHeaders``, one class per class."""
+    made = _ADVERTISING.get(cls)
+    if made is None:
+        made = _ADVERTISING[cls] = type(
+            cls.__name__, (_Advertising, cls), {"__module__": cls.__module__}
+        )
+    return made
 
 
 # -- shared by the channel and by a site's new connections --------------------
