@@ -60,8 +60,29 @@ def quiet(site: Any) -> Any:
     return site
 
 
+def logWarnings() -> None:
+    """
+    Begin logging as a server whose operator keeps no info log: warnings
+    and errors go to stderr, the rest is dropped. (Without this, Twisted
+    keeps every event of the process in memory until logging begins.)
+    """
+    from twisted.logger import (
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
+
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)
+    observer = FilteringLogObserver(textFileLogObserver(sys.stderr), [predicate])
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+
 def listen(factory: Any, port: int, tls: str | None = None) -> None:
     from twisted.internet import reactor
+
+    logWarnings()
     from twisted.internet.endpoints import serverFromString
 
     description = f"tcp:{port}:interface=127.0.0.1:backlog=1024"
