@@ -25,26 +25,46 @@ def test_aNewConnectionHasNoHTTPMachineryYet() -> None:
     assert isinstance(server.protocol, _NewConnection)
     assert server.protocol._http is None
     assert len(server.site.connections) == 1
-    # One timer: the idle timeout.
+    # One timer, the site's check for connections that send nothing.
     [timer] = server.clock.getDelayedCalls()
-    assert timer.getTime() == server.site.timeOut
+    assert timer.getTime() == server.site.timeOut / 4
 
 
 def test_aConnectionThatSendsNothingTimesOutLikeHTTPChannel(logged) -> None:
     server, _ = standardServer()
+    timeOut = server.site.timeOut
     aborted: list[bool] = []
     server.transport.abortConnection = lambda: aborted.append(True)  # type: ignore[method-assign]
-    server.clock.advance(server.site.timeOut - 0.1)
+    server.clock.advance(timeOut - 0.1)
     assert not server.closed
-    server.clock.advance(0.2)
+    server.clock.advance(timeOut / 4)  # checked every quarter of the timeout
     assert server.closed
     assert any("Timing out client" in str(e.get("log_format")) for e in logged.events)
+    server.send(IRC_REQ)  # too late: ignored
+    assert server.output() == b""
     # It does not close (TLS waiting for close_notify): aborted 15 s later.
     server.clock.advance(15)
     assert aborted == [True]
     server.protocol.connectionLost(DONE)
     assert server.clock.getDelayedCalls() == []
     assert len(server.site.connections) == 0
+
+
+def test_oneTimerServesEveryWaitingConnectionAndStopsWithTheLast() -> None:
+    server, _ = standardServer()
+    timeOut = server.site.timeOut
+    later = server.site.buildProtocol(None)
+    server.clock.advance(timeOut / 2)
+    later.makeConnection(StringTransport())
+    assert len(server.clock.getDelayedCalls()) == 1
+    server.clock.advance(timeOut * 3 / 4)  # the first one's time is up, not the later one's
+    assert server.closed
+    assert not later.transport.disconnecting
+    later.dataReceived(b"GET / HTTP/1.1\r\n")  # no longer waiting for its first bytes
+    server.protocol.connectionLost(DONE)
+    assert [call.func.__self__ for call in server.clock.getDelayedCalls()] == [  # type: ignore[attr-defined]
+        later._http._channel
+    ]
 
 
 def test_theFastPathLeavesNoTimerAndNoHTTP() -> None:
