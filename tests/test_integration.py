@@ -325,6 +325,16 @@ async def test_opensslClientUpgradesOverTLSAndIsClosedByTheServer(tls: Running) 
     assert out.endswith(b"Upgrade: closer\r\n\r\nhello bye"), (out, err)
 
 
+def endpoint(kind: str, certificate: Path) -> str:
+    """A server endpoint on loopback: plain, TLS, PROXY, or PROXY inside TLS."""
+    return {
+        "tcp": f"tcp:0:interface={HOST}",
+        "tls": f"ssl:0:interface={HOST}:privateKey={certificate}",
+        "haproxy": f"haproxy:tcp:0:interface={HOST}",
+        "haproxy-tls": f"haproxy:ssl:0:interface={HOST}:privateKey={certificate}",
+    }[kind]
+
+
 def hello(port: int, secure: bool, proxy: bool) -> bytes:
     with connect(port, secure) as sock:
         prefix = b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 80\r\n" if proxy else b""
@@ -337,12 +347,7 @@ def hello(port: int, secure: bool, proxy: bool) -> bytes:
 @pytest_twisted.ensureDeferred
 async def test_noHTTPLayerIsLeftInTheDataPath(kind: str, certificate: Path) -> None:
     """After the switch the reactor's transport calls the new protocol directly."""
-    description = {
-        "tcp": f"tcp:0:interface={HOST}",
-        "tls": f"ssl:0:interface={HOST}:privateKey={certificate}",
-        "haproxy": f"haproxy:tcp:0:interface={HOST}",
-    }[kind]
-    running = await listen(description)
+    running = await listen(endpoint(kind, certificate))
     callers: list[object] = []
     made: list[Closer] = []
 
@@ -376,13 +381,7 @@ async def test_noHTTPLayerIsLeftInTheDataPath(kind: str, certificate: Path) -> N
 async def test_theHandlerIsToldWhetherTheConnectionIsTLS(
     kind: str, secure: bool, certificate: Path
 ) -> None:
-    description = {
-        "tcp": f"tcp:0:interface={HOST}",
-        "tls": f"ssl:0:interface={HOST}:privateKey={certificate}",
-        "haproxy-tls": f"haproxy:ssl:0:interface={HOST}:privateKey={certificate}",
-        "haproxy": f"haproxy:tcp:0:interface={HOST}",
-    }[kind]
-    running = await listen(description)
+    running = await listen(endpoint(kind, certificate))
     seen: list[bool] = []
 
     def accept(request: Any, product: bytes) -> Accept:

@@ -1,0 +1,127 @@
+"""
+Instructions per operation, counted by valgrind's callgrind: a measure of
+the server's own work that does not move with the load on a shared machine
+(wall-clock and CPU-time figures do, by 10 to 20 % between runs here).
+
+    python bench/instructions.py                    # this checkout
+    python bench/instructions.py --tree ../before   # another checkout's package
+
+Each server (bench/servers.py) runs under callgrind, unpinned, while the load
+generator drives it for --seconds; the counters are zeroed once the server is
+ready and dumped before it stops, so start-up is not counted. Instructions
+are user space only (the kernel's share of a handshake, its system calls, is
+not in them) and are divided by the operations the load generator completed
+(a handshake, or a GET on a kept-alive connection). Under callgrind a server
+runs about 50 times slower, so each figure covers a few thousand operations.
+Ratios are to a baseline measured in the same run: raw Twisted for the
+handshake, a stock twisted.web Site for the GET.
+
+--tree puts another checkout first on the servers' PYTHONPATH, so that its
+``upgradable`` package is measured with this checkout's bench servers: the
+way to compare code before and after a change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from run import HOST, freePort, upgradeRequest  # noqa: E402
+
+GET = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+
+def measure(
+    kind: str, loadgen: list[str], files: Path, seconds: float, tree: str | None
+) -> tuple[float, int]:
+    """
+    Instructions per operation of server ``kind`` while ``loadgen`` (the
+    program and its mode; options follow the address) drives it, and how
+    many operations that was.
+    """
+    port = freePort()
+    out = files / f"callgrind.{kind}.{port}"
+    env = dict(os.environ)
+    if tree:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [tree, env.get("PYTHONPATH")]))
+    server = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p", sys.executable,
+         str(HERE / "servers.py"), kind, str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+    )  # fmt: skip
+    control = shutil.which("callgrind_control") or "callgrind_control"
+    try:
+        assert server.stdout is not None
+        if "ready" not in server.stdout.readline():
+            raise RuntimeError(f"{kind} did not start under valgrind")
+        subprocess.run([control, "-z", str(server.pid)], check=True, capture_output=True)
+        program, mode, *rest = loadgen
+        done = subprocess.run(
+            [program, mode, HOST, str(port), *rest, "--seconds", str(seconds)],
+            check=True, capture_output=True, text=True, timeout=seconds * 4 + 60,
+        )  # fmt: skip
+        count = int(json.loads(done.stdout.splitlines()[-1])["count"])
+        subprocess.run([control, "-d", str(server.pid)], check=True, capture_output=True)
+        time.sleep(0.5)
+    finally:
+        server.terminate()
+        server.wait(60)
+        if server.stdout is not None:
+            server.stdout.close()
+    # The dump asked for above is numbered .1; the one written at exit is not used.
+    dump = Path(f"{out}.{server.pid}.1")
+    totals = [line for line in dump.read_text().splitlines() if line.startswith("summary:")]
+    return int(totals[-1].split()[1]) / max(count, 1), count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=8.0, help="load per server")
+    parser.add_argument("--tree", help="a checkout whose upgradable package is measured")
+    options = parser.parse_args()
+    if not shutil.which("valgrind"):
+        raise SystemExit("valgrind is needed (Debian: apt-get install valgrind)")
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise SystemExit("a C compiler (cc) is needed to build bench/loadgen.c")
+    files = Path(tempfile.mkdtemp(prefix="upgradable-instructions-"))
+    loadgen = str(files / "loadgen")
+    subprocess.run([cc, "-O2", "-o", loadgen, str(HERE / "loadgen.c")], check=True)
+    for name, data in (("req", upgradeRequest(b"bench/1")), ("get", GET), ("pay", b"x" * 32)):
+        (files / name).write_bytes(data)
+    handshake = [loadgen, "handshake", "--concurrency", "50",
+                 "--payload", str(files / "pay"), "--reply", "32"]  # fmt: skip
+    get = [loadgen, "get", "--concurrency", "50", "--request", str(files / "get")]
+    cells = [
+        ("handshake c=50", "raw twisted", "raw", handshake),
+        ("handshake c=50", "upgradable", "upgradable",
+         [*handshake, "--request", str(files / "req"), "--expect-101"]),
+        ("plain GET c=50", "stock site", "site", get),
+        ("plain GET c=50", "upgradable", "upgradable", get),
+    ]  # fmt: skip
+    print(f"callgrind, {options.seconds:g} s of load per server"
+          + (f", upgradable from {options.tree}" if options.tree else ""))  # fmt: skip
+    print(f"{'scenario':<16} {'server':<13} {'instructions/op':>16} {'ops':>6} {'ratio':>6}")
+    baseline: dict[str, float] = {}
+    for scenario, label, kind, args in cells:
+        perOp, count = measure(kind, args, files, options.seconds, options.tree)
+        baseline.setdefault(scenario, perOp)
+        print(f"{scenario:<16} {label:<13} {perOp:>16,.0f} {count:>6} "
+              f"{perOp / baseline[scenario]:>6.2f}", flush=True)  # fmt: skip
+    shutil.rmtree(files, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
