@@ -257,3 +257,26 @@ def test_theDrainCountsEveryConnectionOfTheSite() -> None:
     assert (len(connections.http), len(connections.upgraded)) == (0, 1)
     server.protocol.connectionLost(DONE)
     assert len(connections) == 0
+
+
+def test_anUpgradedProtocolsOwnConnectionLostIsCalledOnceAndCountsItOut() -> None:
+    class Counted(RecordingProtocol):
+        def connectionLost(self, reason: Any = None) -> None:
+            calls.append("class")
+
+    calls: list[str] = []
+    for override in (False, True):
+        del calls[:]
+        protocol = Counted()
+        if override:
+            # An instance-level override, as another wrapper would set.
+            protocol.connectionLost = lambda reason=None: calls.append("instance")  # type: ignore[method-assign]
+        registry = UpgradeRegistry()
+        registry.register(b"IRC/6.9", ScriptedHandler(lambda *_, p=protocol: Accept(p)))
+        server = Server(registry=registry)
+        server.send(IRC_REQ)
+        assert server.site.connections.upgraded == {protocol: server.transport}
+        server.protocol.connectionLost(DONE)
+        assert calls == (["instance"] if override else ["class"])
+        assert not server.site.connections.upgraded
+        assert fired(server.site.drain(1))

@@ -191,8 +191,15 @@ class _CountedOut:
         self.connections = connections
         self.protocol = protocol
         # An instance-level override (another wrapper) is kept; the class's
-        # method is looked up when called, so no bound method is kept.
-        self.lost = vars(protocol).get("connectionLost") if hasattr(protocol, "__dict__") else None
+        # method is looked up when called, so no bound method is kept. (Not
+        # by vars(protocol): that gives the instance a dict object of its
+        # own, 64 bytes more per connection.)
+        lost = protocol.connectionLost
+        own = getattr(type(protocol), "connectionLost", None)
+        classs = (
+            getattr(lost, "__self__", None) is protocol and getattr(lost, "__func__", None) is own
+        )
+        self.lost = None if classs else lost
 
     def __call__(self, reason: Failure = connectionDone, *args: Any, **kwargs: Any) -> None:
         protocol = self.protocol
