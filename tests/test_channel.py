@@ -28,6 +28,7 @@ from upgradable import (
 from .helpers import (
     ECHO_REQ,
     IRC_REQ,
+    EchoRequestResource,
     RecordingFactory,
     RecordingProtocol,
     ScriptedHandler,
@@ -966,6 +967,33 @@ def test_aSiteSubclassWithItsOwnChannelGetsItFromTheStart() -> None:
     assert isinstance(site.buildProtocol(None)._channel, Channel)
 
 
+def test_aSiteWhoseProtocolIsReplacedOnTheInstanceServesThatProtocol() -> None:
+    from twisted.web.http import _genericHTTPChannelProtocolFactory
+
+    registry = UpgradeRegistry()
+    registry.register(b"IRC/6.9", RecordingFactory())
+    site = UpgradableSite(EchoRequestResource(), registry)
+    site.protocol = lambda: _genericHTTPChannelProtocolFactory(site)  # type: ignore[method-assign]
+    protocol = site.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(IRC_REQ)
+    assert transport.value().startswith(b"HTTP/1.1 200 OK")  # a plain HTTPChannel
+
+
+def test_aSiteSubclassThatAdjustsBuildProtocolGetsTheHTTPStack() -> None:
+    class Site(UpgradableSite):
+        def buildProtocol(self, addr: Any) -> Any:
+            protocol = super().buildProtocol(addr)
+            protocol.timeOut = 5
+            return protocol
+
+    site = Site(ScriptedHandler(None), UpgradeRegistry())  # type: ignore[arg-type]
+    protocol = site.buildProtocol(None)
+    assert isinstance(protocol._channel, UpgradableHTTPChannel)
+    assert protocol._channel.timeOut == 5
+
+
 class TestUpgradeRequired:
     def makeServer(self) -> tuple[Server, RecordingFactory]:
         from twisted.web.resource import Resource
@@ -1070,6 +1098,11 @@ class TestLogging:
 
 
 class TestReviewedEdges:
+    @pytest.mark.parametrize("headers", [None, 0])
+    def test_acceptHeadersMustBeASequence(self, headers: Any) -> None:
+        with pytest.raises(TypeError):
+            Accept(RecordingProtocol(), headers)
+
     def test_acceptNeedsAProtocol(self) -> None:
         with pytest.raises(TypeError, match="IProtocol"):
             Accept(RecordingFactory())  # type: ignore[arg-type]
@@ -1128,22 +1161,37 @@ class TestReviewedEdges:
 
 
 @pytest.mark.parametrize("subclass", [False, True], ids=["channel", "a subclass"])
-def test_advertisingIsChosenWhenTheChannelIsMade(subclass: bool) -> None:
+def test_advertisingFollowsTheChannelsAdvertiseAttribute(subclass: bool) -> None:
     class Mine(UpgradableHTTPChannel):
-        pass
+        def __init__(self, registry: UpgradeRegistry, extra: int = 0) -> None:
+            super().__init__(registry, advertise=True)
+            self.extra = extra
 
-    cls = Mine if subclass else UpgradableHTTPChannel
     registry = UpgradeRegistry()
     registry.register(b"IRC/6.9", RecordingFactory())
-    for advertise, expected in ((True, [b"IRC/6.9"]), (False, [])):
-        channel = cls(registry, advertise=advertise)
-        assert isinstance(channel, cls)
+
+    def answer(channel: UpgradableHTTPChannel) -> list[bytes]:
         channel.requestFactory = _Answered
         transport = StringTransport()
         channel.makeConnection(transport)
         channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         [response], _ = parseResponses(transport.value())
-        assert response.header(b"upgrade") == expected
+        return response.header(b"upgrade")
+
+    made = (
+        [Mine(registry, extra=1), Mine(registry)]
+        if subclass
+        else [
+            UpgradableHTTPChannel(registry, advertise=True),
+            UpgradableHTTPChannel(registry, True),
+        ]
+    )
+    for channel in made:
+        assert answer(channel) == [b"IRC/6.9"]
+    silent = Mine(registry) if subclass else UpgradableHTTPChannel(registry, advertise=True)
+    silent.advertise = False  # a channel attribute: it may change after construction
+    assert answer(silent) == []
+    assert answer(UpgradableHTTPChannel(registry)) == []
 
 
 class _Answered(Request):

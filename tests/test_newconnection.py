@@ -130,3 +130,25 @@ def test_tlsWithALPNh2GoesToTwistedsHTTP2() -> None:
     protocol.makeConnection(transport)
     protocol.dataReceived(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
     assert type(protocol._http._channel).__name__ == "H2Connection"
+
+
+def test_switchingTimeoutsOffLetsWaitingConnectionsBe() -> None:
+    server, _ = standardServer()
+    server.site.timeOut = None
+    server.clock.advance(10**6)
+    assert not server.closed
+    assert server.clock.getDelayedCalls() == []
+    server.send(GET)  # and it is served when it speaks
+    assert parseResponses(server.output())[0][0].code == 200
+
+
+def test_bytesArrivingAfterADrainClosedItAreIgnored() -> None:
+    # Over TLS the close waits for the peer's close_notify, and bytes may
+    # still come: they must not start an upgrade on a closing connection.
+    server, irc = standardServer()
+    server.site.drain(10)
+    assert server.closed
+    server.send(IRC_REQ)
+    assert server.output() == b""
+    assert not irc.built
+    assert server.site.connections.upgraded == {}

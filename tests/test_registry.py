@@ -132,3 +132,19 @@ def test_onlyShortOffersAreRememberedAndOnlySoMany() -> None:
     for i in range(1000):
         registry.offers([b"p%d, echo" % i])
     assert 0 < len(registry._offers) <= 256
+
+
+def test_offersAskASubclassesLookupEachTime() -> None:
+    handler = ScriptedHandler(None)
+
+    class Dynamic(UpgradeRegistry):
+        serving = False
+
+        def lookup(self, key: tuple[bytes, bytes | None]) -> object:  # type: ignore[override]
+            return handler if self.serving and key == (b"echo", None) else None
+
+    registry = Dynamic()
+    registry.register(b"other", ScriptedHandler(None))
+    assert registry.offers([b"echo"])[1] == ()
+    registry.serving = True
+    assert [h for _, h in registry.offers([b"echo"])[1]] == [handler]

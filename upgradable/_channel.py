@@ -176,16 +176,6 @@ class UpgradableHTTPChannel(HTTPChannel):
     # The transport of a connected channel; HTTPChannel types it as Optional.
     transport: Any
 
-    def __new__(
-        cls,
-        registry: UpgradeRegistry | None = None,
-        advertise: bool = False,
-        limits: UpgradeLimits | None = None,
-    ) -> UpgradableHTTPChannel:
-        if advertise and not issubclass(cls, _Advertising):
-            cls = _advertising(cls)
-        return super().__new__(cls)
-
     def __init__(
         self,
         registry: UpgradeRegistry | None = None,
@@ -682,17 +672,10 @@ class UpgradableHTTPChannel(HTTPChannel):
 
     # -- advertising ------------------------------------------------------
 
-
-class _Advertising(HTTPChannel):
-    """
-    What ``advertise=True`` adds to a channel class: a mixin, so that a
-    channel that does not advertise has no ``writeHeaders`` of its own to
-    call for every response.
-    """
-
-    registry: UpgradeRegistry
-
     def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Headers) -> None:
+        if not self.advertise:
+            super().writeHeaders(version, code, reason, headers)
+            return
         if self.registry and isinstance(headers, Headers):
             connection = headers.getRawHeaders(b"connection", ())
             options = connectionOptions(connection)
@@ -703,19 +686,6 @@ class _Advertising(HTTPChannel):
                 if b"upgrade" not in options:
                     headers.setRawHeaders(b"Connection", [*connection, b"Upgrade"])
         super().writeHeaders(version, code, reason, headers)
-
-
-_ADVERTISING: dict[type[UpgradableHTTPChannel], type[UpgradableHTTPChannel]] = {}
-
-
-def _advertising(cls: type[UpgradableHTTPChannel]) -> type[UpgradableHTTPChannel]:
-    """``cls`` with the advertising ``writeHeaders``, one class per class."""
-    made = _ADVERTISING.get(cls)
-    if made is None:
-        made = _ADVERTISING[cls] = type(
-            cls.__name__, (_Advertising, cls), {"__module__": cls.__module__}
-        )
-    return made
 
 
 # -- shared by the channel and by a site's new connections --------------------

@@ -108,10 +108,8 @@ class Accept:
                 f"Accept needs a protocol (IProtocol), not {self.protocol!r}; "
                 "for a factory, accept factory.buildProtocol(request.peer)"
             )
-        if self.headers:
+        if self.headers != ():  # the default needs no checking
             object.__setattr__(self, "headers", _checkHeaders(self.headers, _NOT_IN_101, "Accept"))
-        elif self.headers != ():
-            object.__setattr__(self, "headers", ())
 
 
 @dataclass(frozen=True, slots=True)

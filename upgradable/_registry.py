@@ -150,8 +150,10 @@ class UpgradeRegistry:
         product (as sent), and those this registry serves with their
         handlers, both in the client's order of preference.
 
-        The answer for a short field value is remembered (clients send the
-        same few) until a product is registered or unregistered.
+        Each product is looked up with :meth:`lookup`. The answer for a short
+        field value is remembered (clients send the same few) until a product
+        is registered or unregistered, unless a subclass overrides
+        :meth:`lookup`.
         """
         key = tuple(upgrade)
         known = self._offers.get(key)
@@ -160,11 +162,12 @@ class UpgradeRegistry:
         offered = parseUpgrade(key)
         served: list[tuple[Product, IUpgradeHandler]] = []
         for product in offered:
-            handler = self._handlers.get(product.key)
+            handler = self.lookup(product.key)
             if handler is not None:
                 served.append((product, handler))
         result: Offers = (tuple(product.raw for product in offered), tuple(served))
-        if sum(map(len, key)) <= CACHED_VALUE_SIZE:
+        # A subclass's lookup may answer differently from one call to the next.
+        if type(self).lookup is UpgradeRegistry.lookup and sum(map(len, key)) <= CACHED_VALUE_SIZE:
             if len(self._offers) >= 256:
                 self._offers.clear()
             self._offers[key] = result

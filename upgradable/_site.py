@@ -132,8 +132,17 @@ class UpgradableSite(Site):
             )
 
     def buildProtocol(self, addr: Any) -> Any:
-        if type(self).protocol is not UpgradableSite.protocol:
-            # A subclass builds its own channel: all of it is HTTP's.
+        """
+        A connection's protocol: a small one until its first bytes show
+        whether HTTP is needed (see :doc:`handover`), unless this site's
+        ``protocol`` or ``buildProtocol`` was replaced (in a subclass or on
+        the instance): then the HTTP stack from the start, as ``Site``
+        builds it.
+        """
+        if (
+            type(self).buildProtocol is not UpgradableSite.buildProtocol
+            or getattr(self.protocol, "__func__", None) is not UpgradableSite.protocol
+        ):
             return self._buildHTTP(addr)
         return _NewConnection(self, addr)
 
@@ -199,8 +208,9 @@ class _NewConnection(Protocol):
     transport: Any
 
     def __init__(self, site: UpgradableSite, addr: Any) -> None:
-        self.site = site
+        self.site = self.factory = site
         self.addr = addr
+        self._closing = False
         self._abort: Any = None
         self._http: _GenericHTTPChannelProtocol | None = None
 
@@ -216,15 +226,18 @@ class _NewConnection(Protocol):
             # already, and closes.
             self._becomeHTTP(_NOTHING)
             return
-        site.connections.opened(self, self)
         if ITCPTransport.providedBy(transport):
-            transport.setTcpNoDelay(True)
+            try:
+                transport.setTcpNoDelay(True)
+            except OSError:
+                pass  # a socket the peer reset already (BSD says EINVAL): it closes anyway
+        site.connections.opened(self, self)
         if site.timeOut is not None:
             site._firstBytes.waiting(self, site.timeOut)
 
     def dataReceived(self, data: bytes) -> None:
-        if self._abort is not None:
-            return  # timed out and closing
+        if self._closing:
+            return  # timed out, or closed by a drain: TLS may still deliver bytes
         site = self.site
         site._firstBytes.done(self)
         transport = self.transport
@@ -256,9 +269,12 @@ class _NewConnection(Protocol):
 
     def stopPersisting(self) -> None:
         """A drain began: nothing was received, so nothing is owed."""
+        self._closing = True
+        self.site._firstBytes.done(self)
         self.transport.loseConnection()
 
     def _timedOut(self) -> None:
+        self._closing = True
         _log.info("Timing out client: {peer}", peer=str(self.transport.getPeer()))
         self._abort = self.site.reactor.callLater(self.abortTimeout, self.transport.abortConnection)
         self.transport.loseConnection()
@@ -301,10 +317,16 @@ class _FirstBytesTimeout:
     def _check(self) -> None:
         self.timer = None
         timeOut = self.site.timeOut
+        if timeOut is None:
+            # Timeouts were switched off meanwhile: no connection times out.
+            self.since.clear()
+            return
         now = self.site.reactor.seconds()
         for connection, since in list(self.since.items()):
-            if timeOut is None or now - since >= timeOut:
-                del self.since[connection]
-                connection._timedOut()
-        if self.since and timeOut is not None:
+            if now - since >= timeOut and self.since.pop(connection, None) is not None:
+                try:
+                    connection._timedOut()
+                except Exception:
+                    _log.failure("Timing out {connection!r} failed", connection=connection)
+        if self.since:
             self.timer = self.site.reactor.callLater(timeOut / 4, self._check)
