@@ -41,11 +41,14 @@ def test_clientLeavingAtEveryByteLeavesNothingBehind(offset: int, logged) -> Non
 def test_tenThousandUpgradesLeaveNoChannelRequestOrTimerAlive() -> None:
     from twisted.web.http import Request
 
+    from upgradable._site import _NewConnection
+
     def alive(kind: type) -> int:
         return sum(1 for o in gc.get_objects() if isinstance(o, kind))
 
     gc.collect()
-    before = (alive(UpgradableHTTPChannel), alive(Request), alive(EchoProtocol))
+    kinds = (UpgradableHTTPChannel, _NewConnection, Request, EchoProtocol)
+    before = tuple(alive(kind) for kind in kinds)
     server, _ = standardServer(limits={"handshakeTimeout": 5, "maxUpgraded": 100})
     site, clock = server.site, server.clock
     server.protocol.connectionLost(Failure(ConnectionDone()))  # the helper's own connection
@@ -60,10 +63,11 @@ def test_tenThousandUpgradesLeaveNoChannelRequestOrTimerAlive() -> None:
         protocol.connectionLost(Failure(ConnectionDone()))
     del protocol, transport
     gc.collect()
-    after = (alive(UpgradableHTTPChannel), alive(Request), alive(EchoProtocol))
+    after = tuple(alive(kind) for kind in kinds)
     assert all(a <= b for a, b in zip(after, before, strict=True)), (before, after)
     assert clock.getDelayedCalls() == []
     assert site.limits.upgraded == 0
+    assert len(site.connections) == 0
 
 
 def test_sigtermWithAThousandUpgradedConnections() -> None:
