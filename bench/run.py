@@ -670,12 +670,14 @@ def scaleoutRun(bench: Bench, stack: Stack, *args: str) -> dict[str, float]:
     return run
 
 
-def scaleoutDetail(runs: list[dict[str, float]], key: str, workers: int) -> dict[str, object]:
+def scaleoutDetail(
+    bench: Bench, runs: list[dict[str, float]], key: str, workers: int
+) -> dict[str, object]:
     """The range of ``key`` over ``runs`` (the median is the row's value),
     and the medians of where the CPU went (see scaleoutRun)."""
 
     def median(key: str) -> float:
-        return statistics.median(run[key] for run in runs)
+        return bench.median(runs, key)
 
     values = [run[key] for run in runs]
     detail: dict[str, object] = {"range": f"{min(values):.0f}-{max(values):.0f}"}
@@ -709,12 +711,12 @@ def scaleout(bench: Bench, payload: bytes) -> None:
             bench.add(
                 SCALEOUT_HANDSHAKE,
                 stack.name,
-                statistics.median(run["rate"] for run in runs),
+                bench.median(runs, "rate"),
                 "conn/s",
-                p50_us=round(statistics.median(run["p50_us"] for run in runs)),
-                p99_us=round(statistics.median(run["p99_us"] for run in runs)),
-                cpu_us=round(statistics.median(run["cpu_us"] for run in runs), 1),
-                **scaleoutDetail(runs, "rate", workers),
+                p50_us=round(bench.median(runs, "p50_us")),
+                p99_us=round(bench.median(runs, "p99_us")),
+                cpu_us=round(bench.median(runs, "cpu_us"), 1),
+                **scaleoutDetail(bench, runs, "rate", workers),
             )
             echo = [
                 "streams", HOST, port, "--concurrency", str(SCALEOUT_CONNECTIONS),
@@ -724,10 +726,10 @@ def scaleout(bench: Bench, payload: bytes) -> None:
             bench.add(
                 SCALEOUT_ECHO,
                 stack.name,
-                statistics.median(run["mbps"] for run in runs),
+                bench.median(runs, "mbps"),
                 "MB/s",
-                slowest_mbps=round(statistics.median(run["min_mbps"] for run in runs), 1),
-                **scaleoutDetail(runs, "mbps", workers),
+                slowest_mbps=round(bench.median(runs, "min_mbps"), 1),
+                **scaleoutDetail(bench, runs, "mbps", workers),
             )
 
 

@@ -14,10 +14,12 @@ from upgradable import Accept, UpgradeRegistry
 from .helpers import IRC_REQ, RecordingFactory, ScriptedHandler, Server, parseResponses
 
 
-def ircServer(**limits: object) -> tuple[Server, RecordingFactory]:
+def ircServer(
+    idleTimeout: float | None = None, **limits: object
+) -> tuple[Server, RecordingFactory]:
     irc = RecordingFactory()
     registry = UpgradeRegistry()
-    registry.register(b"IRC/6.9", irc)
+    registry.register(b"IRC/6.9", irc, idleTimeout=idleTimeout)
     return Server(registry=registry, limits=dict(limits)), irc
 
 
@@ -152,10 +154,7 @@ def test_twistdDefaultsAndZeroMeansNoLimit() -> None:
 
 
 def test_perProductIdleTimeoutClosesQuietUpgradedConnections() -> None:
-    irc = RecordingFactory()
-    registry = UpgradeRegistry()
-    registry.register(b"IRC/6.9", irc, idleTimeout=30)
-    server = Server(registry=registry)
+    server, irc = ircServer(idleTimeout=30)
     server.send(IRC_REQ + b"NICK a\r\n")
     server.clock.advance(20)
     server.send(b"PING x\r\n")  # activity resets the clock
@@ -259,10 +258,7 @@ def test_aPlainUploadIsNotHeldToTheHandshakeDeadline() -> None:
 
 def test_idleWatchToleratesBytesAfterItsClose() -> None:
     """Over TLS bytes can still arrive after the polite close; then it aborts."""
-    irc = RecordingFactory()
-    registry = UpgradeRegistry()
-    registry.register(b"IRC/6.9", irc, idleTimeout=30)
-    server = Server(registry=registry)
+    server, _ = ircServer(idleTimeout=30)
     server.send(IRC_REQ)
     server.clock.advance(31)
     assert server.closed
@@ -275,10 +271,7 @@ def test_idleWatchSeesReadsTheWayTCPDeliversThem() -> None:
     """TCP calls transport.protocol.dataReceived: the watch must be there."""
     from twisted.internet.testing import StringTransport
 
-    irc = RecordingFactory()
-    registry = UpgradeRegistry()
-    registry.register(b"IRC/6.9", irc, idleTimeout=30)
-    server = Server(registry=registry)
+    server, irc = ircServer(idleTimeout=30)
     server.send(IRC_REQ)
     protocol = irc.last
     for _ in range(5):
