@@ -265,13 +265,8 @@ class UpgradableHTTPChannel(HTTPChannel):
         fields = request.requestHeaders._rawHeaders
         if self._version == b"HTTP/1.1":
             # RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request
-            # without a Host field or with more than one (_oneValidHost, inline).
-            hosts = fields.get(b"Host")
-            if (
-                hosts is None
-                or len(hosts) != 1
-                or len(hosts[0].translate(None, _NOT_IN_HOST)) != len(hosts[0])
-            ):
+            # without a Host field or with more than one.
+            if not _oneValidHost(fields.get(b"Host")):
                 self._respondError(400)
                 return
         if b"Upgrade" not in fields:
@@ -285,7 +280,7 @@ class UpgradableHTTPChannel(HTTPChannel):
                 limit is not None
                 and self.length is not None
                 and self.length > limit
-                and self._offers(self._command, self._version, request.requestHeaders)[1]
+                and offersFor(self.registry, self._command, self._version, fields)[1]
             ):
                 self._respondError(413)
                 return
@@ -349,14 +344,13 @@ class UpgradableHTTPChannel(HTTPChannel):
         if self._failed:
             return
         # The common case first: no Upgrade field, nothing to decide.
-        if b"Upgrade" not in self.requests[-1].requestHeaders._rawHeaders:
+        fields = self.requests[-1].requestHeaders._rawHeaders
+        if b"Upgrade" not in fields:
             if self._deadline is not None:
                 self._stopDeadline()
             super().allContentReceived()
             return
-        offered, offers = self._offers(
-            self._command, self._version, self.requests[-1].requestHeaders
-        )
+        offered, offers = offersFor(self.registry, self._command, self._version, fields)
         if not offers:
             self._stopDeadline()
             super().allContentReceived()
@@ -394,9 +388,6 @@ class UpgradableHTTPChannel(HTTPChannel):
         )
         self._tryOffers(request, upgradeRequest, offers, 0)
 
-    def _offers(self, command: bytes, version: bytes, headers: Headers) -> Offers:
-        return offersFor(self.registry, command, version, headers)
-
     def _tryOffers(
         self, request: Request, upgradeRequest: UpgradeRequest, offers: Sequence[_Offer], index: int
     ) -> None:
@@ -406,7 +397,7 @@ class UpgradableHTTPChannel(HTTPChannel):
         """
         # What the fast path's asking the first handler gave, if it did.
         predecided, self._predecided = self._predecided, _NOTHING
-        if index == 0 and self._full():
+        if index == 0 and _full(self.limits):
             if isinstance(predecided, Deferred):
                 predecided.cancel()
             self._stopDeadline()
@@ -442,9 +433,6 @@ class UpgradableHTTPChannel(HTTPChannel):
             index += 1
         self._stopDeadline()
         request.requestReceived(request.method, request.uri, request.clientproto)
-
-    def _full(self) -> bool:
-        return _full(self.limits)
 
     def _busy(self, request: Request) -> None:
         # Never a 101 beyond the limit: 503 with a hint when to come back.
@@ -528,7 +516,7 @@ class UpgradableHTTPChannel(HTTPChannel):
         if isinstance(decision, Decline):
             return True
         if isinstance(decision, Accept):
-            if self._full():
+            if _full(self.limits):
                 self._busy(request)  # filled up while the handler was deciding
             else:
                 self._switch(request, upgradeRequest, product, decision)
@@ -698,37 +686,23 @@ def _full(limits: UpgradeLimits) -> bool:
 
 
 def offersFor(
-    registry: UpgradeRegistry, command: bytes, version: bytes, headers: Headers
+    registry: UpgradeRegistry, command: bytes, version: bytes, fields: dict[bytes, list[bytes]]
 ) -> Offers:
     """
     The valid products a request offered (as sent), and those of them
     ``registry`` could switch to with their handlers, in the client's order;
-    both empty when the request may not switch at all.
+    both empty when the request may not switch at all. ``fields`` are the
+    request's header fields by canonical name (``Headers._rawHeaders``).
     """
-    return _negotiate(
-        registry,
-        command,
-        version,
-        headers.getRawHeaders(b"upgrade"),
-        headers.getRawHeaders(b"connection", ()),
-    )
-
-
-def _negotiate(
-    registry: UpgradeRegistry,
-    command: bytes,
-    version: bytes,
-    upgrade: Sequence[bytes] | None,
-    connection: Sequence[bytes],
-) -> Offers:
     if version != b"HTTP/1.1" or not registry:
         # RFC 9110 §7.8: a server MUST ignore Upgrade in HTTP/1.0.
         return _NO_OFFERS
+    upgrade = fields.get(b"Upgrade")
     if upgrade is None or command == b"CONNECT":
         return _NO_OFFERS
     # RFC 9110 §7.8: the sender MUST list "upgrade" in Connection; one
     # without it passed an intermediary that should have dropped it.
-    if b"upgrade" not in connectionOptions(connection):
+    if b"upgrade" not in connectionOptions(fields.get(b"Connection", ())):
         return _NO_OFFERS
     return registry.offers(upgrade)
 
@@ -789,9 +763,7 @@ def decideFirst(
         or b"Expect" in raw
     ):
         return None
-    offered, offers = _negotiate(
-        registry, command, version, raw.get(b"Upgrade"), raw.get(b"Connection", ())
-    )
+    offered, offers = offersFor(registry, command, version, raw)
     if not offers:
         return None
     headers = Headers()

@@ -13,7 +13,7 @@ from twisted.internet.interfaces import IProtocolFactory
 from zope.interface import implementer
 
 from ._decisions import Accept, Decision, Decline, UpgradeRequest
-from ._tokens import CACHED_VALUE_SIZE, Product, parseProduct, parseUpgrade
+from ._tokens import REMEMBERED, Product, parseProduct, parseUpgrade, rememberable
 from .interfaces import IUpgradeHandler
 
 __all__ = ["FactoryHandler", "Offers", "UpgradeRegistry"]
@@ -167,8 +167,8 @@ class UpgradeRegistry:
                 served.append((product, handler))
         result: Offers = (tuple(product.raw for product in offered), tuple(served))
         # A subclass's lookup may answer differently from one call to the next.
-        if type(self).lookup is UpgradeRegistry.lookup and sum(map(len, key)) <= CACHED_VALUE_SIZE:
-            if len(self._offers) >= 256:
+        if type(self).lookup is UpgradeRegistry.lookup and rememberable(key):
+            if len(self._offers) >= REMEMBERED:
                 self._offers.clear()
             self._offers[key] = result
         return result

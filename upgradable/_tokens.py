@@ -17,12 +17,13 @@ from functools import lru_cache
 from typing import NamedTuple
 
 __all__ = [
-    "CACHED_VALUE_SIZE",
+    "REMEMBERED",
     "Product",
     "connectionOptions",
     "isToken",
     "parseProduct",
     "parseUpgrade",
+    "rememberable",
     "splitList",
 ]
 
@@ -65,9 +66,15 @@ def splitList(values: Iterable[bytes]) -> list[bytes]:
     return out
 
 
-#: Field values up to this many bytes have their parse remembered: clients
-#: send the same few again and again; longer ones are parsed every time.
-CACHED_VALUE_SIZE = 256
+#: How many parses of field values are remembered, and of values up to how
+#: many bytes: clients send the same few again and again; longer ones are
+#: parsed every time, so that no client can pin much memory with them.
+REMEMBERED = 256
+
+
+def rememberable(values: tuple[bytes, ...]) -> bool:
+    """Whether the parse of these field values may be remembered."""
+    return sum(map(len, values)) <= REMEMBERED
 
 
 def connectionOptions(values: Iterable[bytes]) -> frozenset[bytes]:
@@ -75,12 +82,12 @@ def connectionOptions(values: Iterable[bytes]) -> frozenset[bytes]:
     The connection options of a C{Connection} field, folded to lower case.
     """
     values = tuple(values)
-    if sum(map(len, values)) <= CACHED_VALUE_SIZE:
+    if rememberable(values):
         return _connectionOptions(values)
     return _connectionOptions.__wrapped__(values)
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=REMEMBERED)
 def _connectionOptions(values: tuple[bytes, ...]) -> frozenset[bytes]:
     return frozenset(element.lower() for element in splitList(values))
 
