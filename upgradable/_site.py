@@ -210,7 +210,6 @@ class _NewConnection(Protocol):
     def __init__(self, site: UpgradableSite, addr: Any) -> None:
         self.site = self.factory = site
         self.addr = addr
-        self._closing = False
         self._abort: Any = None
         self._http: _GenericHTTPChannelProtocol | None = None
 
@@ -236,7 +235,7 @@ class _NewConnection(Protocol):
             site._firstBytes.waiting(self, site.timeOut)
 
     def dataReceived(self, data: bytes) -> None:
-        if self._closing:
+        if self.transport.disconnecting:
             return  # timed out, or closed by a drain: TLS may still deliver bytes
         site = self.site
         site._firstBytes.done(self)
@@ -269,12 +268,10 @@ class _NewConnection(Protocol):
 
     def stopPersisting(self) -> None:
         """A drain began: nothing was received, so nothing is owed."""
-        self._closing = True
         self.site._firstBytes.done(self)
         self.transport.loseConnection()
 
     def _timedOut(self) -> None:
-        self._closing = True
         _log.info("Timing out client: {peer}", peer=str(self.transport.getPeer()))
         self._abort = self.site.reactor.callLater(self.abortTimeout, self.transport.abortConnection)
         self.transport.loseConnection()
