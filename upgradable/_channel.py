@@ -407,17 +407,11 @@ class UpgradableHTTPChannel(HTTPChannel):
             product, handler = offers[index]
             if predecided is not _NOTHING:
                 result, predecided = predecided, _NOTHING
-                if isinstance(result, Failure):
-                    self._handlerFailed(request, product, handler, result)
-                    return
             else:
-                try:
-                    result = handler.upgrade(upgradeRequest, product.raw)
-                    if iscoroutine(result):
-                        result = ensureDeferred(result)
-                except Exception:
-                    self._handlerFailed(request, product, handler, Failure())
-                    return
+                result = _ask(handler, upgradeRequest, product)
+            if isinstance(result, Failure):
+                self._handlerFailed(request, product, handler, result)
+                return
             if isinstance(result, Deferred):
                 self._pending = result
                 result.addCallbacks(
@@ -782,14 +776,21 @@ def decideFirst(
         site=site,
     )
     product, handler = offers[0]
-    result: object
+    return upgradeRequest, product, _ask(handler, upgradeRequest, product), data[end + 4 :]
+
+
+def _ask(handler: IUpgradeHandler, request: UpgradeRequest, product: Product) -> object:
+    """
+    ``handler``'s answer: a decision, a Deferred (a coroutine becomes one),
+    or the Failure of what it raised.
+    """
     try:
-        result = handler.upgrade(upgradeRequest, product.raw)
+        result = handler.upgrade(request, product.raw)
         if iscoroutine(result):
-            result = ensureDeferred(result)
+            return ensureDeferred(result)
+        return result
     except Exception:
-        result = Failure()
-    return upgradeRequest, product, result, data[end + 4 :]
+        return Failure()
 
 
 def switchProtocols(
