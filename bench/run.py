@@ -561,6 +561,14 @@ class Stack:
         return used
 
 
+def spawnLogging(argv: list[str], log: Path, directory: Path) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in ``directory``, its output (both streams) to ``log``."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=directory
+        )
+
+
 @contextmanager
 def haproxyStack(bench: Bench, program: str, workers: int) -> Iterator[Stack]:
     directory = Path(tempfile.mkdtemp(prefix=f"scaleout{workers}-", dir=bench.files))
@@ -578,14 +586,7 @@ def haproxyStack(bench: Bench, program: str, workers: int) -> Iterator[Stack]:
     processes: list[subprocess.Popen[bytes]] = []
     workerPids: list[int] = []
     try:
-        with backendLog.open("wb") as out:
-            backend = subprocess.Popen(
-                twistd,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=directory,
-            )
+        backend = spawnLogging(twistd, backendLog, directory)
         processes.append(backend)
         if workers > 1:
             shared = rf"upgradable listening on .*port={backendPort}\).*shared by {workers} "
@@ -604,14 +605,7 @@ def haproxyStack(bench: Bench, program: str, workers: int) -> Iterator[Stack]:
             servers = {"worker 1": backend.pid}
         config = directory / "haproxy.cfg"
         config.write_text(haproxyConfig(front, backendPort))
-        with haproxyLog.open("wb") as out:
-            proxy = subprocess.Popen(
-                [program, "-f", str(config), "-db"],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=directory,
-            )
+        proxy = spawnLogging([program, "-f", str(config), "-db"], haproxyLog, directory)
         processes.append(proxy)
         # HAProxy's health check came through the PROXY port and was answered...
         waitForLog(backendLog, backend, r'"GET /healthz HTTP/1\.[01]" 200 ', seconds=15)

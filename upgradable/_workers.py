@@ -61,14 +61,12 @@ class _Worker(ProcessProtocol):
         _log.info("Worker {number} started (pid {pid})", number=self.number, pid=self.pid)
 
     def outReceived(self, data: bytes) -> None:
-        lines = (self._out + data).split(b"\n")
-        self._out = lines.pop()
+        self._out, lines = _lines(self._out, data)
         for line in lines:
             self._event(line)
 
     def errReceived(self, data: bytes) -> None:
-        lines = (self._err + data).split(b"\n")
-        self._err = lines.pop()
+        self._err, lines = _lines(self._err, data)
         for line in lines:
             self._stderr(line)
 
@@ -233,3 +231,9 @@ class WorkerPool(Service):
                 worker.transport.signalProcess(name)  # type: ignore[union-attr]
             except (ProcessExitedAlready, OSError):
                 pass
+
+
+def _lines(pending: bytes, data: bytes) -> tuple[bytes, list[bytes]]:
+    """The whole lines of ``pending + data``, and what is left of a line."""
+    lines = (pending + data).split(b"\n")
+    return lines.pop(), lines
