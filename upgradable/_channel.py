@@ -612,6 +612,15 @@ class UpgradableHTTPChannel(HTTPChannel):
 
     # -- the fast path ------------------------------------------------------
 
+    def _fastPathTried(self, predecided: object) -> None:
+        """
+        A site's new connection tried the fast path on the first bytes this
+        channel is about to get: do not try again, and carry out the answer
+        of the handler it asked, if any (``_NOTHING``: none).
+        """
+        self._fresh = False
+        self._predecided = predecided
+
     def _fastUpgrade(self, data: bytes) -> bool:
         """
         The first bytes of a connection: switch at once when they hold a

@@ -255,10 +255,8 @@ class _NewConnection(Protocol):
 
     def _becomeHTTP(self, predecided: object) -> _GenericHTTPChannelProtocol:
         http = self.site._buildHTTP(self.addr)
-        channel = http._channel
         # The fast path was tried here already (or not at all: h2, draining).
-        channel._fresh = False  # type: ignore[attr-defined]
-        channel._predecided = predecided  # type: ignore[attr-defined]
+        http._channel._fastPathTried(predecided)  # type: ignore[attr-defined]
         self._http = http
         # The HTTP stack counts the connection from here on.
         self.site.connections.http.pop(self, None)
