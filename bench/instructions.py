@@ -14,7 +14,8 @@ not in them) and are divided by the operations the load generator completed
 (a handshake, or a GET on a kept-alive connection). Under callgrind a server
 runs about 50 times slower, so each figure covers a few thousand operations.
 Ratios are to a baseline measured in the same run: raw Twisted for the
-handshake, a stock twisted.web Site for the GET.
+handshake, a stock twisted.web Site for the GET, Autobahn for the WebSocket
+handshake (with one 32-byte message echoed).
 
 --tree puts another checkout first on the servers' PYTHONPATH, so that its
 ``upgradable`` package is measured with this checkout's bench servers: the
@@ -36,7 +37,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from run import HOST, freePort, upgradeRequest  # noqa: E402
+from run import HOST, freePort, upgradeRequest, wsFrame, wsRequest  # noqa: E402
 
 GET = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
@@ -90,6 +91,9 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=8.0, help="load per server")
     parser.add_argument("--tree", help="a checkout whose upgradable package is measured")
+    parser.add_argument(
+        "--only", default="handshake,get,ws", help="scenarios to run, of handshake,get,ws"
+    )
     options = parser.parse_args()
     if not shutil.which("valgrind"):
         raise SystemExit("valgrind is needed (Debian: apt-get install valgrind)")
@@ -99,23 +103,37 @@ def main() -> None:
     files = Path(tempfile.mkdtemp(prefix="upgradable-instructions-"))
     loadgen = str(files / "loadgen")
     subprocess.run([cc, "-O2", "-o", loadgen, str(HERE / "loadgen.c")], check=True)
-    for name, data in (("req", upgradeRequest(b"bench/1")), ("get", GET), ("pay", b"x" * 32)):
+    inputs = {
+        "req": upgradeRequest(b"bench/1"),
+        "get": GET,
+        "pay": b"x" * 32,
+        "wsreq": wsRequest(),
+        "wspay": wsFrame(b"x" * 32),
+    }
+    for name, data in inputs.items():
         (files / name).write_bytes(data)
     handshake = [loadgen, "handshake", "--concurrency", "50",
                  "--payload", str(files / "pay"), "--reply", "32"]  # fmt: skip
     get = [loadgen, "get", "--concurrency", "50", "--request", str(files / "get")]
+    ws = [loadgen, "handshake", "--concurrency", "50", "--payload", str(files / "wspay"),
+          "--reply", "34", "--request", str(files / "wsreq"), "--expect-101"]  # fmt: skip
     cells = [
-        ("handshake c=50", "raw twisted", "raw", handshake),
-        ("handshake c=50", "upgradable", "upgradable",
+        ("handshake", "handshake c=50", "raw twisted", "raw", handshake),
+        ("handshake", "handshake c=50", "upgradable", "upgradable",
          [*handshake, "--request", str(files / "req"), "--expect-101"]),
-        ("plain GET c=50", "stock site", "site", get),
-        ("plain GET c=50", "upgradable", "upgradable", get),
+        ("get", "plain GET c=50", "stock site", "site", get),
+        ("get", "plain GET c=50", "upgradable", "upgradable", get),
+        ("ws", "ws handshake", "autobahn", "autobahn", ws),
+        ("ws", "ws handshake", "upgradable", "upgradable", ws),
     ]  # fmt: skip
     print(f"callgrind, {options.seconds:g} s of load per server"
           + (f", upgradable from {options.tree}" if options.tree else ""))  # fmt: skip
     print(f"{'scenario':<16} {'server':<13} {'instructions/op':>16} {'ops':>6} {'ratio':>6}")
     baseline: dict[str, float] = {}
-    for scenario, label, kind, args in cells:
+    groups = set(options.only.split(","))
+    for group, scenario, label, kind, args in cells:
+        if group not in groups:
+            continue
         perOp, count = measure(kind, args, files, options.seconds, options.tree)
         baseline.setdefault(scenario, perOp)
         print(f"{scenario:<16} {label:<13} {perOp:>16,.0f} {count:>6} "

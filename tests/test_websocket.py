@@ -289,3 +289,62 @@ def test_bytesAfterTheCloseAreIgnored() -> None:
     server = wsServer()
     server.send(WS_REQ, WS_CLOSE_MASKED, WS_HELLO_MASKED)
     assert server.closed
+
+
+def test_aCloseWithoutACodeIsAnsweredWithoutOne() -> None:
+    """RFC 6455 §5.5.1: the answer echoes the status code, and there is none."""
+    server = wsServer()
+    server.send(WS_REQ)
+    server.clear()
+    app = Echo.instances[-1]
+    connection = app._connection
+    server.send(mask(b"", opcode=0x8))
+    assert server.clear() == b"\x88\x00"
+    assert server.closed and connection is not None
+    connection.connectionLost()  # as the transport does once closed
+    assert app.closed == [(None, "")]
+
+
+def test_aPingAfterOurCloseIsNotAnswered() -> None:
+    """RFC 6455 §5.5.1: nothing is sent after a close frame."""
+    server = wsServer()
+    server.send(WS_REQ)
+    server.clear()
+    Echo.instances[-1].close(1001, "later")
+    assert server.clear() == b"\x88\x07\x03\xe9later"
+    server.send(mask(b"hi", opcode=0x9), WS_HELLO_MASKED)
+    assert server.clear() == b""  # no pong, no echo
+    assert Echo.instances[-1].received == ["Hello"]  # the peer's message still arrives
+
+
+@pytest.mark.parametrize("code", [999, 1004, 1005, 1006, 1015, 2000, 5000])
+def test_closingWithACodeNoPeerMaySendRaises(code: int) -> None:
+    server = wsServer()
+    server.send(WS_REQ)
+    server.clear()
+    with pytest.raises(ValueError, match="may not be sent"):
+        Echo.instances[-1].close(code)
+    assert server.clear() == b""
+
+
+def test_aPingLongerThanAControlFrameRaises() -> None:
+    server = wsServer()
+    server.send(WS_REQ)
+    server.clear()
+    with pytest.raises(ValueError, match="125"):
+        Echo.instances[-1].ping(b"x" * 126)
+    Echo.instances[-1].ping(b"x" * 125)
+    assert server.clear() == b"\x89\x7d" + b"x" * 125
+
+
+def test_aProtocolErrorIsReportedToTheApplication() -> None:
+    server = wsServer()
+    server.send(WS_REQ)
+    server.clear()
+    app = Echo.instances[-1]
+    connection = app._connection
+    server.send(mask(b"\xff"))
+    assert server.clear() == b"\x88\x1b\x03\xeftext message is not UTF-8"  # close 1007
+    assert server.closed and connection is not None
+    connection.connectionLost()
+    assert app.closed == [(1007, "text message is not UTF-8")]

@@ -2,7 +2,7 @@
 WebSocket (RFC 6455) through the upgrade registry.
 
 The handshake is validated here (RFC 6455 §4.2); framing, masking, UTF-8,
-fragmentation and ``permessage-deflate`` (RFC 7692) are wsproto's. Because
+fragmentation and ``permessage-deflate`` (RFC 7692) are ``_wsframes``'. Because
 the channel hands over the connection with every byte that followed the
 handshake, a frame sent in the same packet as the request is not lost, and
 because no HTTP producer is left behind, a server-side close over TLS closes.
@@ -32,7 +32,6 @@ Policies:
 from __future__ import annotations
 
 import binascii
-import zlib
 from base64 import b64decode
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -41,23 +40,27 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from wsproto.connection import Connection, ConnectionState, ConnectionType
-from wsproto.events import (
-    BytesMessage,
-    CloseConnection,
-    Message,
-    Ping,
-    TextMessage,
-)
-from wsproto.extensions import Extension, PerMessageDeflate
-from wsproto.frame_protocol import CloseReason
-from wsproto.utilities import LocalProtocolError, generate_accept_token
 from zope.interface import implementer
 
 from .._decisions import Accept, Decision, Decline, Reject, UpgradeRequest
 from .._tokens import splitList
 from .._transport import closeTransport
 from ..interfaces import IGoingAway, IUpgradeHandler
+from ._wsframes import (
+    BINARY,
+    CLOSE,
+    FAIL,
+    PING,
+    PONG,
+    TEXT,
+    Deflate,
+    FrameParser,
+    acceptToken,
+    closePayload,
+    frame,
+    negotiateDeflate,
+    sendableCloseCode,
+)
 
 __all__ = ["WebSocketHandler", "WebSocketProtocol", "makeHandler"]
 
@@ -114,7 +117,7 @@ class WebSocketProtocol:
     def ping(self, payload: bytes = b"") -> None:
         """Send a ping; the peer answers with a pong."""
         if self._connection is not None:
-            self._connection.sendEvent(Ping(payload=payload))
+            self._connection.ping(payload)
 
     def close(self, code: int = NORMAL, reason: str = "") -> None:
         """Start the closing handshake."""
@@ -122,22 +125,26 @@ class WebSocketProtocol:
             self._connection.close(code, reason)
 
 
+# The connection's states: open, closing (our close frame is sent, the
+# peer's awaited), closed (no frame is sent or read any more).
+_OPEN, _CLOSING, _CLOSED = range(3)
+
+
 @implementer(IPushProducer, IGoingAway)
 class _WebSocketConnection(Protocol):
-    """Bytes on the transport <-> wsproto <-> the application."""
+    """Bytes on the transport <-> frames (``_wsframes``) <-> the application."""
 
     transport: Any
+    state = _OPEN
+    _closedCode: int | None = None
+    _closedReason = ""
+    _closeTimer: Any = None
 
     def __init__(
-        self, app: WebSocketProtocol, extensions: list[Extension], maxMessageSize: int
+        self, app: WebSocketProtocol, deflate: Deflate | None, maxMessageSize: int
     ) -> None:
         self.app = app
-        self.ws = Connection(ConnectionType.SERVER, extensions=extensions)
-        self.maxMessageSize = maxMessageSize
-        self._parts: list[str | bytes] = []
-        self._size = 0
-        self._closedCode: int | None = None
-        self._closedReason = ""
+        self.frames = FrameParser(maxMessageSize, deflate)
 
     def connectionMade(self) -> None:
         self.app._connection = self
@@ -145,66 +152,60 @@ class _WebSocketConnection(Protocol):
         self.app.connectionOpened()
 
     def dataReceived(self, data: bytes) -> None:
-        if self.ws.state is ConnectionState.CLOSED:
+        if self.state == _CLOSED:
             return  # closed: TLS may still deliver bytes until the peer's close_notify
-        self.ws.receive_data(data)
-        for event in self.ws.events():
-            if isinstance(event, Message):
-                self._messagePart(event)
-            elif isinstance(event, Ping):
-                self.sendEvent(event.response())
-            elif isinstance(event, CloseConnection):
-                self._closedCode, self._closedReason = event.code, event.reason or ""
-                if self.ws.state is not ConnectionState.CLOSED:  # type: ignore[comparison-overlap]
-                    # Answer the peer's close, or fail the connection after a
-                    # protocol error (RFC 6455 §7.1.7: 1002, 1007, ...).
-                    self.sendEvent(CloseConnection(code=event.code, reason=event.reason))
+        for kind, value in self.frames.receive(data):
+            if kind == TEXT or kind == BINARY:
+                self.app.messageReceived(value)
+            elif kind == PING:
+                if self.state == _OPEN:
+                    self.transport.write(frame(PONG, value))
+            else:
+                # CLOSE: answer the peer's close with its code (RFC 6455
+                # §5.5.1); FAIL: fail the connection with the code the
+                # error calls for (§7.1.7: 1002, 1007, 1009).
+                code, reason = value
+                self._closedCode, self._closedReason = code, reason
+                if self.state == _OPEN:
+                    answer = closePayload(code, reason if kind == FAIL else "")
+                    self.transport.write(frame(CLOSE, answer))
+                self.state = _CLOSED
                 self._drop()
                 return
             if self.transport.disconnecting:
                 return
 
-    def _messagePart(self, event: Message[Any]) -> None:
-        self._size += len(event.data)
-        if self._size > self.maxMessageSize:
-            self.close(MESSAGE_TOO_BIG, "message too big")
-            self._drop()
-            return
-        self._parts.append(event.data)
-        if event.message_finished:
-            parts, self._parts, self._size = self._parts, [], 0
-            message: str | bytes
-            if isinstance(event, TextMessage):
-                message = "".join(parts)  # type: ignore[arg-type]
-            else:
-                message = b"".join(parts)  # type: ignore[arg-type]
-            self.app.messageReceived(message)
-
     def sendMessage(self, message: str | bytes) -> None:
-        if self.ws.state is not ConnectionState.OPEN:
+        if self.state != _OPEN:
             return
         if isinstance(message, str):
-            self.sendEvent(TextMessage(data=message))
+            opcode, payload = TEXT, message.encode("utf-8")
         else:
-            self.sendEvent(BytesMessage(data=message))
+            opcode, payload = BINARY, message
+        deflate = self.frames.deflate
+        if deflate is None:
+            self.transport.write(frame(opcode, payload))
+        else:
+            self.transport.write(frame(opcode, deflate.compress(payload), compressed=True))
 
-    def sendEvent(self, event: Any) -> None:
-        try:
-            data = self.ws.send(event)
-        except LocalProtocolError:
-            return  # closing or closed: nothing more may be sent
-        if data:
-            self.transport.write(data)
+    def ping(self, payload: bytes) -> None:
+        if len(payload) > 125:
+            raise ValueError("a ping carries at most 125 bytes (RFC 6455 §5.5)")
+        if self.state == _OPEN:
+            self.transport.write(frame(PING, payload))
 
     def close(self, code: int, reason: str) -> None:
-        if self.ws.state is ConnectionState.OPEN:
-            self.sendEvent(CloseConnection(code=code, reason=reason))
+        if not sendableCloseCode(code):
+            raise ValueError(f"close code {code} may not be sent (RFC 6455 §7.4)")
+        if self.state == _OPEN:
+            self.transport.write(frame(CLOSE, closePayload(code, reason)))
+            self.state = _CLOSING
             # Give the peer a moment to answer the close, then drop it.
             self._closeTimer = self._reactor().callLater(5, self.transport.abortConnection)
 
     def goingAway(self) -> None:
         """The server is stopping: close with 1001, or drop a closing connection."""
-        if self.ws.state is ConnectionState.OPEN:
+        if self.state == _OPEN:
             self.close(GOING_AWAY, "server going away")
         else:
             self._drop()
@@ -222,7 +223,8 @@ class _WebSocketConnection(Protocol):
         return reactor
 
     def connectionLost(self, reason: Failure | None = None) -> None:
-        timer = getattr(self, "_closeTimer", None)
+        self.state = _CLOSED
+        timer = self._closeTimer
         if timer is not None and timer.active():
             timer.cancel()
         self.app._connection = None
@@ -321,23 +323,22 @@ class WebSocketHandler:
                 )
                 return Reject(403, body=b"Origin not allowed\n")
 
-        response = [(b"Sec-WebSocket-Accept", generate_accept_token(keys[0].strip()))]
+        response = [(b"Sec-WebSocket-Accept", acceptToken(keys[0].strip()))]
         chosen = self._subprotocol(headers.getRawHeaders(b"sec-websocket-protocol", []))
         if chosen is not None:
             response.append((b"Sec-WebSocket-Protocol", chosen.encode()))
-        extensions: list[Extension] = []
+        deflate = None
         if self.compression:
-            offers = headers.getRawHeaders(b"sec-websocket-extensions", [])
-            accepted = _acceptDeflate(offers, self.maxMessageSize)
+            offers = headers.getRawHeaders(b"sec-websocket-extensions")
+            accepted = None if offers is None else negotiateDeflate(offers)
             if accepted is not None:
-                extension, value = accepted
-                extensions.append(extension)
-                response.append((b"Sec-WebSocket-Extensions", value.encode()))
+                deflate, value = accepted
+                response.append((b"Sec-WebSocket-Extensions", value))
 
         application = app()
         application.request = request
         application.subprotocol = chosen
-        return Accept(_WebSocketConnection(application, extensions, self.maxMessageSize), response)
+        return Accept(_WebSocketConnection(application, deflate, self.maxMessageSize), response)
 
     def _subprotocol(self, offered: Sequence[bytes]) -> str | None:
         offers = _splitList(offered)
@@ -356,55 +357,6 @@ def _validKey(key: bytes) -> bool:
 
 def _splitList(values: Sequence[bytes]) -> list[str]:
     return [element.decode("latin-1") for element in splitList(values)]
-
-
-class _BoundedDeflate(PerMessageDeflate):
-    """
-    permessage-deflate that never inflates a message past the size limit:
-    wsproto's own inflates each chunk in full first, so a small compressed
-    frame could grow to hundreds of megabytes before any size check.
-    """
-
-    def __init__(self, maxMessageSize: int) -> None:
-        super().__init__()
-        self.maxMessageSize = maxMessageSize
-        self._inflated = 0
-
-    def frame_inbound_payload_data(self, proto: Any, data: bytes) -> bytes | CloseReason:
-        if not self._inbound_compressed or not self._inbound_is_compressible:
-            return data
-        assert self._decompressor is not None
-        room = self.maxMessageSize - self._inflated + 1
-        try:
-            out = self._decompressor.decompress(bytes(data), room)
-        except zlib.error:
-            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
-        self._inflated += len(out)
-        if self._inflated > self.maxMessageSize or self._decompressor.unconsumed_tail:
-            return CloseReason.MESSAGE_TOO_BIG
-        return out
-
-    def frame_inbound_complete(self, proto: Any, fin: bool) -> bytes | CloseReason | None:
-        if fin:
-            self._inflated = 0
-        return super().frame_inbound_complete(proto, fin)
-
-
-def _acceptDeflate(offers: Sequence[bytes], maxMessageSize: int) -> tuple[Extension, str] | None:
-    for text in _splitList(offers):
-        if text.split(";", 1)[0].strip() != PerMessageDeflate.name:
-            continue
-        extension = _BoundedDeflate(maxMessageSize)
-        try:
-            accepted = extension.accept(text)
-        except (ValueError, KeyError, TypeError):
-            continue
-        if accepted is True or accepted == "":
-            # A bare offer is accepted with a bare answer (RFC 7692 §5).
-            return extension, extension.name
-        if accepted:
-            return extension, f"{extension.name}; {accepted}"
-    return None
 
 
 class _Echo(WebSocketProtocol):
