@@ -348,3 +348,13 @@ def test_aProtocolErrorIsReportedToTheApplication() -> None:
     assert server.closed and connection is not None
     connection.connectionLost()
     assert app.closed == [(1007, "text message is not UTF-8")]
+
+
+def test_theApplicationSeesTheHandshakesRequest() -> None:
+    """The request is kept packed for the connection's life, and reads the same."""
+    server = wsServer()
+    server.send(WS_REQ.replace(b"/chat", b"/chat?room=1")[:-2] + b"Cookie: a=1\r\n\r\n")
+    request = Echo.instances[-1].request
+    assert (request.method, request.uri, request.path) == (b"GET", b"/chat?room=1", b"/chat")
+    assert request.headers.getRawHeaders(b"cookie") == [b"a=1"]
+    assert request.headers.getRawHeaders(b"sec-websocket-key") == [b"dGhlIHNhbXBsZSBub25jZQ=="]

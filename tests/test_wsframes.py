@@ -275,7 +275,9 @@ CLOSE_PAYLOADS = st.one_of(
 @st.composite
 def frames(draw: st.DrawFn) -> bytes:
     """One client frame, mostly valid, sometimes broken in one way."""
-    opcode = draw(st.sampled_from([0, 0, 0, TEXT, TEXT, BINARY, BINARY, CLOSE, PING, 0xA, 0x3, 0xB]))
+    opcode = draw(
+        st.sampled_from([0, 0, 0, TEXT, TEXT, BINARY, BINARY, CLOSE, PING, 0xA, 0x3, 0xB])
+    )
     payload = draw(CLOSE_PAYLOADS if opcode == CLOSE else PAYLOADS)
     return clientFrame(
         payload,

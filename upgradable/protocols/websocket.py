@@ -42,7 +42,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .._decisions import Accept, Decision, Decline, Reject, UpgradeRequest
+from .._decisions import Accept, Decision, Decline, Reject, UpgradeRequest, keepable
 from .._tokens import splitList
 from .._transport import closeTransport
 from ..interfaces import IGoingAway, IUpgradeHandler
@@ -336,7 +336,7 @@ class WebSocketHandler:
                 response.append((b"Sec-WebSocket-Extensions", value))
 
         application = app()
-        application.request = request
+        application.request = keepable(request)
         application.subprotocol = chosen
         return Accept(_WebSocketConnection(application, deflate, self.maxMessageSize), response)
 

@@ -1,0 +1,110 @@
+"""
+What a handler is given: a request kept for a connection's life
+(``keepable``) is equal to the one the handler saw, in every field and in
+every Headers method, while it holds its headers as one bytes object.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet.address import IPv4Address
+from twisted.web.http_headers import Headers
+
+from upgradable import UpgradeRequest
+from upgradable._decisions import _PackedHeaders, keepable
+
+PEER = IPv4Address("TCP", "127.0.0.1", 40000)
+
+
+def request(headers: Headers, uri: bytes = b"/chat?room=1") -> UpgradeRequest:
+    return UpgradeRequest(
+        method=b"GET",
+        uri=uri,
+        path=uri.split(b"?", 1)[0],
+        version=b"HTTP/1.1",
+        headers=headers,
+        body=b"",
+        offered=(b"websocket",),
+        peer=PEER,
+        host=PEER,
+        secure=False,
+    )
+
+
+NAMES = st.sampled_from([b"Host", b"Cookie", b"X-Forwarded-For", b"Origin", b"A"])
+VALUES = st.binary(max_size=30).map(lambda v: v.translate(None, b"\r\n\x00").strip(b" \t"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(fields=st.lists(st.tuples(NAMES, VALUES), max_size=8))
+def test_aKeptRequestEqualsTheOriginal(fields: list[tuple[bytes, bytes]]) -> None:
+    headers = Headers()
+    for name, value in fields:
+        headers.addRawHeader(name, value)
+    original = request(headers)
+    kept = keepable(original)
+    assert isinstance(kept.headers, _PackedHeaders)
+    assert kept == original
+    assert list(kept.headers.getAllRawHeaders()) == list(original.headers.getAllRawHeaders())
+    for name in (b"Host", b"cookie", b"Missing"):
+        assert kept.headers.getRawHeaders(name) == original.headers.getRawHeaders(name)
+        assert kept.headers.hasHeader(name) == original.headers.hasHeader(name)
+
+
+def test_keptHeadersCanStillBeChanged() -> None:
+    kept = keepable(request(Headers({b"Host": [b"x"], b"Cookie": [b"a=1", b"b=2"]})))
+    headers = kept.headers
+    headers.addRawHeader(b"Cookie", b"c=3")
+    headers.removeHeader(b"Host")
+    headers.setRawHeaders(b"X-New", [b"1"])
+    assert headers.getRawHeaders(b"cookie") == [b"a=1", b"b=2", b"c=3"]
+    assert not headers.hasHeader(b"host")
+    copy = headers.copy()
+    assert type(copy) is Headers and copy == headers
+
+
+def test_aKeptRequestSharesItsMethodVersionAndPath() -> None:
+    """Two kept requests share the objects each parsed request holds its own of."""
+
+    def parsed() -> UpgradeRequest:
+        line = bytes(bytearray(b"GET /plain HTTP/1.1"))  # a new object, as a parse makes
+        method, uri, version = line.split(b" ")
+        return replace(
+            request(Headers()), method=method, uri=uri, path=bytes(bytearray(uri)), version=version
+        )
+
+    first, second = keepable(parsed()), keepable(parsed())
+    assert first.path is first.uri
+    assert first.method is second.method and first.version is second.version
+    assert keepable(first) is first
+
+
+def test_packedHeadersAreSmaller() -> None:
+    fields = {
+        b"Host": [b"example.com"],
+        b"User-Agent": [b"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"],
+        b"Origin": [b"https://example.com"],
+        b"Sec-Websocket-Key": [b"dGhlIHNhbXBsZSBub25jZQ=="],
+        b"Sec-Websocket-Version": [b"13"],
+        b"Cookie": [b"session=0123456789abcdef"],
+    }
+    headers = Headers(fields)
+    size = sys.getsizeof(headers._rawHeaders) + sum(
+        sys.getsizeof(values) + sum(sys.getsizeof(v) for v in values)
+        for values in headers._rawHeaders.values()
+    )
+    packed = keepable(request(headers)).headers
+    assert isinstance(packed, _PackedHeaders)
+    assert sys.getsizeof(packed._packed) < size / 2
+
+
+@pytest.mark.parametrize("value", [b"", b"a: b", b"x:y"])
+def test_valuesThatLookLikeSeparatorsSurvive(value: bytes) -> None:
+    kept = keepable(request(Headers({b"A": [value], b"B": [b"1"]})))
+    assert kept.headers.getRawHeaders(b"a") == [value]
+    assert kept.headers.getRawHeaders(b"b") == [b"1"]
