@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet.interfaces import IAddress, IProtocol
@@ -115,12 +115,20 @@ def keepable(request: UpgradeRequest) -> UpgradeRequest:
     for name, values in headers.getAllRawHeaders():
         for value in values:
             lines += (name, b": ", value, b"\r\n")
-    return replace(
-        request,
+    # Not dataclasses.replace, which reads the fields' definitions each call.
+    return UpgradeRequest(
         method=_COMMON.get(request.method, request.method),
-        version=_COMMON.get(request.version, request.version),
+        uri=request.uri,
         path=request.uri if request.path == request.uri else request.path,
+        version=_COMMON.get(request.version, request.version),
         headers=_PackedHeaders(b"".join(lines)),
+        body=request.body,
+        offered=request.offered,
+        peer=request.peer,
+        host=request.host,
+        secure=request.secure,
+        site=request.site,
+        avatarId=request.avatarId,
     )
 
 
