@@ -89,6 +89,40 @@ async def test_websocketsLibraryTextBinaryAndServerClose(compression: str | None
         await port.stopListening()
 
 
+def websocketsBulk(url: str, compression: str | None) -> list[Any]:
+    """Large messages sent back to back, fragments, and a ping, all at once."""
+    from websockets.sync.client import connect as wsConnect
+
+    sent: list[str | bytes] = [
+        os.urandom(900_000),
+        "κόσμε " * 90_000,  # 990 kB of UTF-8, under the 1 MiB limit
+        b"\x00" * 1_000_000,
+        "end",
+    ]
+    with wsConnect(url, compression=compression, open_timeout=10, max_size=None) as ws:
+        for message in sent[:-1]:
+            ws.send(message)
+        ws.send(iter(["frag", "ment", "ed"]))  # one message in three frames
+        ws.send(sent[-1])
+        pong = ws.ping(b"are you there")
+        received = [ws.recv(timeout=30) for _ in range(len(sent) + 1)]
+        pong.wait(timeout=10)
+    return [received == [*sent[:-1], "fragmented", sent[-1]], [len(m) for m in received]]
+
+
+@pytest.mark.parametrize("compression", ["deflate", None], ids=["deflate", "plain"])
+@pytest_twisted.ensureDeferred
+async def test_websocketsLibraryLargeMessagesEchoByteExact(compression: str | None) -> None:
+    """Large frames are read in many pieces and written in partial sends, in order."""
+    port = await listen()
+    try:
+        url = f"ws://{HOST}:{port.getHost().port}/"
+        same, lengths = await inThread(websocketsBulk, url, compression)
+        assert same, lengths
+    finally:
+        await port.stopListening()
+
+
 @pytest.mark.peers
 @pytest.mark.parametrize("compression", ["deflate", "none"])
 @pytest_twisted.ensureDeferred
