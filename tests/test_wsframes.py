@@ -320,13 +320,32 @@ def wsprotoOutcome(data: bytes, deflate: bool) -> list[tuple[int, Any]]:
     return events
 
 
+HEADER_FIRST = "1002, header first"
+
+
 def ourOutcome(reads: list[bytes], deflate: bool) -> list[tuple[int, Any]]:
     events = parse(*reads, maxMessageSize=1 << 30, deflate=Deflate() if deflate else None)
     # wsproto reports a failure as the close it sends, and no code as 1005.
-    return [
+    outcome = [
         (CLOSE, 1005 if value[0] is None else value[0]) if kind in (CLOSE, FAIL) else (kind, value)
         for kind, value in events
     ]
+    if events and events[-1] == (FAIL, (1002, "new message inside a fragmented one")):
+        outcome[-1] = (CLOSE, HEADER_FIRST)
+    return outcome
+
+
+def sameOutcome(ours: list[tuple[int, Any]], wsprotos: list[tuple[int, Any]]) -> bool:
+    """
+    Equal, but for the one place the two differ by design: wsproto runs a
+    frame's payload through an unfinished compressed message's inflater
+    before it notices that the frame starts a new message, so bad data there
+    gives 1007; here the header fails first (RFC 6455 §5.4, 1002) and the
+    payload is never read.
+    """
+    if ours[-1:] == [(CLOSE, HEADER_FIRST)]:
+        return ours[:-1] == wsprotos[:-1] and wsprotos[-1:] in ([(CLOSE, 1002)], [(CLOSE, 1007)])
+    return ours == wsprotos
 
 
 @settings(max_examples=1500, deadline=None)
@@ -340,8 +359,9 @@ def test_sameOutcomeAsWsprotoHoweverTheBytesAreCut(
 ) -> None:
     data = b"".join(frames)
     expected = wsprotoOutcome(data, deflate)
-    assert ourOutcome([data], deflate) == expected
-    assert ourOutcome(list(chunks(data, (c for c in cuts if c < len(data)))), deflate) == expected
+    assert sameOutcome(ourOutcome([data], deflate), expected)
+    cut = list(chunks(data, (c for c in cuts if c < len(data))))
+    assert ourOutcome(cut, deflate) == ourOutcome([data], deflate)
 
 
 @settings(max_examples=150, deadline=None)
@@ -370,3 +390,32 @@ def test_messagesWsprotosClientSendsArriveWhole(
     reads = list(chunks(data, (c for c in cuts if c < len(data))))
     events = parse(*reads, deflate=Deflate() if deflate else None)
     assert events == [(TEXT if isinstance(m, str) else BINARY, m) for m, _ in messages]
+
+
+def test_aMessageEndingItsDeflateStreamEndsTheContext() -> None:
+    """RFC 7692 §7.2.3.4: a final block ends the stream; nothing can continue it."""
+    compressor = zlib.compressobj(wbits=-15)
+    ended = compressor.compress(b"last words") + compressor.flush(zlib.Z_FINISH)
+    parser = FrameParser(1 << 20, Deflate())
+    assert parser.receive(clientFrame(ended, rsv=0x40)) == [(TEXT, "last words")]
+    assert failCode(parser.receive(clientFrame(b"\x00", rsv=0x40))) == 1007
+    # Without context takeover every message starts a stream of its own.
+    parser = FrameParser(1 << 20, Deflate(clientNoContext=True))
+    events = parser.receive(clientFrame(ended, rsv=0x40) + clientFrame(ended, rsv=0x40))
+    assert events == [(TEXT, "last words")] * 2
+
+
+def test_bytesAfterTheFinalBlockFailRatherThanVanish() -> None:
+    compressor = zlib.compressobj(wbits=-15)
+    ended = compressor.compress(b"last words") + compressor.flush(zlib.Z_FINISH)
+    events = parse(clientFrame(ended + b"more", rsv=0x40), deflate=Deflate())
+    assert failCode(events) == 1007
+
+
+def test_aStreamMayEndInAFragmentBeforeEmptyOnes() -> None:
+    compressor = zlib.compressobj(wbits=-15)
+    ended = compressor.compress(b"done") + compressor.flush(zlib.Z_FINISH)
+    events = parse(clientFrame(ended, rsv=0x40, fin=False), clientFrame(b"", 0), deflate=Deflate())
+    assert events == [(TEXT, "done")]
+    events = parse(clientFrame(ended, rsv=0x40, fin=False), clientFrame(b"x", 0), deflate=Deflate())
+    assert failCode(events) == 1007

@@ -158,14 +158,22 @@ class Deflate:
             out = out[:-4]
         return out or b"\x00"  # §7.2.3.6: an empty message is one empty block
 
-    def inflate(self, payload: bytes, final: bool, room: int) -> bytes:
+    def inflate(self, payload: bytes, first: bool, final: bool, room: int) -> bytes:
         """
         One frame's payload inflated, at most ``room`` bytes of it; raises
         _Fail with 1009 past that, or 1007 when the data is not deflate.
+
+        A client may end a message with a final block (BFINAL, RFC 7692
+        §7.2.3.4), which ends its deflate stream. With context takeover no
+        later message can continue that stream, so one that tries fails
+        with 1007, as wsproto's does; bytes after the final block inside a
+        message fail the same way rather than being dropped.
         """
         decompressor = self._decompressor
         if decompressor is None:
             decompressor = self._decompressor = zlib.decompressobj(-15)
+        elif decompressor.eof and (first or payload):
+            raise _Fail(INVALID_PAYLOAD, "compressed data after the end of the deflate stream")
         if final:
             payload += _TAIL
         try:
@@ -174,6 +182,11 @@ class Deflate:
             raise _Fail(INVALID_PAYLOAD, "invalid compressed data") from None
         if len(out) > room or decompressor.unconsumed_tail:
             raise _Fail(MESSAGE_TOO_BIG, "message too big")
+        # What follows the final block must be (part of) the appended tail:
+        # the block may end inside the tail's first byte.
+        unused = decompressor.unused_data
+        if unused and not (final and _TAIL.endswith(unused)):
+            raise _Fail(INVALID_PAYLOAD, "compressed data after the end of the deflate stream")
         if final and self.clientNoContext:
             self._decompressor = None
         return out
@@ -379,14 +392,16 @@ class FrameParser:
     def _data(
         self, opcode: int, final: bool, rsv1: bool, payload: bytes, events: list[tuple[int, Any]]
     ) -> None:
-        if opcode:
+        first = opcode != CONTINUATION
+        if first:
             self._opcode = opcode
             self._compressed = rsv1
         else:
             opcode = self._opcode
         if self._compressed:
             assert self.deflate is not None
-            payload = self.deflate.inflate(payload, final, self.maxMessageSize - self._size)
+            room = self.maxMessageSize - self._size
+            payload = self.deflate.inflate(payload, first, final, room)
         parts = self._parts
         if final and parts is None:
             # The whole message is this frame: the common case.
