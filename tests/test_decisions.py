@@ -108,3 +108,19 @@ def test_valuesThatLookLikeSeparatorsSurvive(value: bytes) -> None:
     kept = keepable(request(Headers({b"A": [value], b"B": [b"1"]})))
     assert kept.headers.getRawHeaders(b"a") == [value]
     assert kept.headers.getRawHeaders(b"b") == [b"1"]
+
+
+def test_theFastConstructorMakesTheSameRequest() -> None:
+    """_newRequest sets the slots in UpgradeRequest's own field order."""
+    from dataclasses import fields
+
+    from upgradable._decisions import _newRequest
+
+    values = {
+        f.name: f"value of {f.name}".encode() for f in fields(UpgradeRequest)
+    }  # each field its own value, so a swapped pair shows
+    assert [f.name for f in fields(UpgradeRequest)] == list(UpgradeRequest.__slots__)
+    made = _newRequest(*values.values())  # type: ignore[arg-type]
+    assert made == UpgradeRequest(**values)  # type: ignore[arg-type]
+    with pytest.raises(AttributeError):
+        made.method = b"POST"  # type: ignore[misc]

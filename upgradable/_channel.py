@@ -45,7 +45,7 @@ from twisted.web.http import (
 )
 from twisted.web.http_headers import Headers, InvalidHeaderName, _nameEncoder
 
-from ._decisions import Accept, Decline, Reject, UpgradeRequest
+from ._decisions import Accept, Decline, Reject, UpgradeRequest, _newRequest
 from ._drain import Connections
 from ._registry import Offers, UpgradeRegistry
 from ._status import reasonPhrase
@@ -771,18 +771,19 @@ def decideFirst(
         return None
     headers = Headers()
     headers._rawHeaders = raw  # the names are canonical, the values checked
-    upgradeRequest = UpgradeRequest(
-        method=command,
-        uri=target,
-        path=target.split(b"?", 1)[0],
-        version=version,
-        headers=headers,
-        body=b"",
-        offered=offered,
-        peer=transport.getPeer(),
-        host=transport.getHost(),
-        secure=ISSLTransport.providedBy(transport),
-        site=site,
+    upgradeRequest = _newRequest(
+        command,
+        target,
+        target.split(b"?", 1)[0],
+        version,
+        headers,
+        b"",
+        offered,
+        transport.getPeer(),
+        transport.getHost(),
+        ISSLTransport.providedBy(transport),
+        site,
+        None,
     )
     product, handler = offers[0]
     return upgradeRequest, product, _ask(handler, upgradeRequest, product), data[end + 4 :]

@@ -40,6 +40,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.http_headers import _nameEncoder
 from zope.interface import implementer
 
 from .._decisions import Accept, Decision, Decline, Reject, UpgradeRequest, keepable
@@ -249,6 +250,17 @@ class _WebSocketConnection(Protocol):
 
 Factory = Callable[[], WebSocketProtocol]
 
+_VERSION, _KEY, _ORIGIN, _PROTOCOL, _EXTENSIONS = (
+    _nameEncoder.encode(name)
+    for name in (
+        b"Sec-WebSocket-Version",
+        b"Sec-WebSocket-Key",
+        b"Origin",
+        b"Sec-WebSocket-Protocol",
+        b"Sec-WebSocket-Extensions",
+    )
+)
+
 
 @implementer(IUpgradeHandler)
 class WebSocketHandler:
@@ -292,11 +304,13 @@ class WebSocketHandler:
         app = self.routes.get(request.path, self.default)
         if app is None:
             return Decline()
-        headers = request.headers
+        # By canonical name, as Headers keeps them (getRawHeaders encodes the
+        # name on every call); an empty list counts as absent, as there.
+        fields = request.headers._rawHeaders
         # RFC 6455 §4.2.1: the opening handshake is a GET.
         if request.method != b"GET":
             return Reject(405, [(b"Allow", b"GET")], b"WebSocket handshakes use GET\n")
-        versions = headers.getRawHeaders(b"sec-websocket-version")
+        versions = fields.get(_VERSION) or None
         if versions is None or len(versions) != 1:
             return Reject(400, body=b"exactly one Sec-WebSocket-Version is required\n")
         if versions[0].strip() != b"13":
@@ -311,10 +325,10 @@ class WebSocketHandler:
                 ],
                 b"unsupported Sec-WebSocket-Version\n",
             )
-        keys = headers.getRawHeaders(b"sec-websocket-key")
+        keys = fields.get(_KEY) or None
         if keys is None or len(keys) != 1 or not _validKey(keys[0]):
             return Reject(400, body=b"Sec-WebSocket-Key must be one base64 16-byte nonce\n")
-        origins = headers.getRawHeaders(b"origin")
+        origins = fields.get(_ORIGIN) or None
         if origins is not None and len(origins) != 1:
             return Reject(400, body=b"more than one Origin\n")
         if origins is None:
@@ -332,12 +346,12 @@ class WebSocketHandler:
         response = [(b"Sec-WebSocket-Accept", acceptToken(keys[0].strip()))]
         chosen = None
         if self.subprotocols:
-            chosen = self._subprotocol(headers.getRawHeaders(b"sec-websocket-protocol", []))
+            chosen = self._subprotocol(fields.get(_PROTOCOL, []))
         if chosen is not None:
             response.append((b"Sec-WebSocket-Protocol", chosen.encode()))
         deflate = None
         if self.compression:
-            offers = headers.getRawHeaders(b"sec-websocket-extensions")
+            offers = fields.get(_EXTENSIONS) or None
             accepted = None if offers is None else negotiateDeflate(offers)
             if accepted is not None:
                 deflate, value = accepted
