@@ -419,3 +419,12 @@ def test_aStreamMayEndInAFragmentBeforeEmptyOnes() -> None:
     assert events == [(TEXT, "done")]
     events = parse(clientFrame(ended, rsv=0x40, fin=False), clientFrame(b"x", 0), deflate=Deflate())
     assert failCode(events) == 1007
+
+
+@pytest.mark.parametrize("opcode", [TEXT, BINARY])
+def test_oneWholeFramePastTheLimitFails(opcode: int) -> None:
+    """The single-frame shortcut keeps the limit too."""
+    assert parse(clientFrame(b"x" * 100, opcode), maxMessageSize=100) == [
+        (opcode, "x" * 100 if opcode == TEXT else b"x" * 100)
+    ]
+    assert failCode(parse(clientFrame(b"x" * 101, opcode), maxMessageSize=100)) == 1009

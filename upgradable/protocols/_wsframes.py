@@ -27,7 +27,7 @@
 from __future__ import annotations
 
 import zlib
-from base64 import b64encode
+from binascii import b2a_base64
 from codecs import getincrementaldecoder
 from collections.abc import Sequence
 from hashlib import sha1
@@ -81,7 +81,7 @@ _Utf8Decoder = getincrementaldecoder("utf-8")
 
 def acceptToken(key: bytes) -> bytes:
     """The ``Sec-WebSocket-Accept`` value for a ``Sec-WebSocket-Key`` (§4.2.2)."""
-    return b64encode(sha1(key + _GUID).digest())
+    return b2a_base64(sha1(key + _GUID).digest(), newline=False)
 
 
 def sendableCloseCode(code: int) -> bool:
@@ -286,6 +286,19 @@ class FrameParser:
         if self._done:
             return []
         pending = self._pending
+        if pending is None and not self._opcode:
+            # The common case first: one whole, final, short text or binary
+            # frame, masked and without RSV bits, between messages.
+            length = len(data) - 6
+            if 0 <= length < 126 and data[1] == 0x80 | length and length <= self.maxMessageSize:
+                first = data[0]
+                if first == 0x82:
+                    return [(BINARY, _unmask(data[2:6], data[6:]))]
+                if first == 0x81:
+                    try:
+                        return [(TEXT, _unmask(data[2:6], data[6:]).decode("utf-8"))]
+                    except UnicodeDecodeError:
+                        pass  # the general path fails it with its code
         if pending is not None:
             pending.append(data)
             self._have += len(data)

@@ -32,7 +32,6 @@ Policies:
 from __future__ import annotations
 
 import binascii
-from base64 import b64decode
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -372,7 +371,7 @@ class WebSocketHandler:
 
 def _validKey(key: bytes) -> bool:
     try:
-        return len(b64decode(key.strip(), validate=True)) == 16
+        return len(binascii.a2b_base64(key.strip(), strict_mode=True)) == 16
     except (binascii.Error, ValueError):
         return False
 
