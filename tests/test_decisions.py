@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -17,6 +18,8 @@ from twisted.web.http_headers import Headers
 
 from upgradable import UpgradeRequest
 from upgradable._decisions import _PackedHeaders, keepable
+
+from .helpers import EchoRequestResource
 
 PEER = IPv4Address("TCP", "127.0.0.1", 40000)
 
@@ -81,7 +84,7 @@ def test_aKeptRequestSharesItsMethodVersionAndPath() -> None:
     first, second = keepable(parsed()), keepable(parsed())
     assert first.path is first.uri
     assert first.method is second.method and first.version is second.version
-    assert keepable(first) is first
+    assert keepable(first) == first
 
 
 def test_packedHeadersAreSmaller() -> None:
@@ -124,3 +127,67 @@ def test_theFastConstructorMakesTheSameRequest() -> None:
     assert made == UpgradeRequest(**values)  # type: ignore[arg-type]
     with pytest.raises(AttributeError):
         made.method = b"POST"  # type: ignore[misc]
+
+
+def fastPathRequest(head: bytes) -> UpgradeRequest:
+    """The request the fast path gives the first handler for ``head``."""
+    from twisted.internet.testing import StringTransport
+    from zope.interface import implementer
+
+    from upgradable import Accept, UpgradableSite, UpgradeRegistry
+    from upgradable._channel import decideFirst
+    from upgradable.interfaces import IUpgradeHandler
+
+    from .helpers import RecordingFactory
+
+    seen: list[UpgradeRequest] = []
+
+    @implementer(IUpgradeHandler)
+    class Recording:
+        def upgrade(self, request: UpgradeRequest, product: bytes) -> Accept:
+            seen.append(request)
+            return Accept(RecordingFactory().buildProtocol(None))
+
+    registry = UpgradeRegistry()
+    registry.register(b"websocket", Recording())
+    site = UpgradableSite(EchoRequestResource(), registry)
+    assert decideFirst(head, registry, site.limits, StringTransport(), site) is not None
+    return seen[0]
+
+
+HEAD = (
+    b"GET /chat HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nConnection:Upgrade\r\n"
+    b"X-Twice: 1\r\nx-twice:  2 \r\n\r\n"
+)
+
+
+def test_theFastPathKeepsTheLinesAsTheyArrived() -> None:
+    request = fastPathRequest(HEAD)
+    kept = keepable(request)
+    assert isinstance(kept.headers, _PackedHeaders)
+    assert kept.headers._packed == HEAD[HEAD.index(b"\r\n") + 2 : -4]
+    assert kept.headers.getRawHeaders(b"x-twice") == [b"1", b"2"]
+    assert list(kept.headers.getAllRawHeaders()) == list(request.headers.getAllRawHeaders())
+    assert kept == request
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda h: h.addRawHeader(b"Cookie", b"a=1"),
+        lambda h: h.setRawHeaders(b"Host", [b"elsewhere"]),
+        lambda h: h.removeHeader(b"X-Twice"),
+    ],
+    ids=["add", "set", "remove"],
+)
+def test_aChangeBeforeKeepingIsKept(change: Any) -> None:
+    """A handler that changes the fields first: the kept request has the change."""
+    request = fastPathRequest(HEAD)
+    change(request.headers)
+    kept = keepable(request)
+    assert list(kept.headers.getAllRawHeaders()) == list(request.headers.getAllRawHeaders())
+
+
+def test_valuesWithSurroundingWhitespaceAreKeptExactly() -> None:
+    original = request(Headers({b"A": [b" padded "]}))
+    assert keepable(original).headers.getRawHeaders(b"a") == [b" padded "]

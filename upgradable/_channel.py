@@ -43,9 +43,17 @@ from twisted.web.http import (
     _GenericHTTPChannelProtocol,
     _parseRequestLine,
 )
-from twisted.web.http_headers import Headers, InvalidHeaderName, _nameEncoder
+from twisted.web.http_headers import Headers
 
-from ._decisions import Accept, Decline, Reject, UpgradeRequest, _newRequest
+from ._decisions import (
+    Accept,
+    Decline,
+    Reject,
+    UpgradeRequest,
+    _newRequest,
+    _PackedHeaders,
+    parseFields,
+)
 from ._drain import Connections
 from ._registry import Offers, UpgradeRegistry
 from ._status import reasonPhrase
@@ -742,23 +750,9 @@ def decideFirst(
         command, target, version = _parseRequestLine(lines[0])
     except ValueError:
         return None
-    raw: dict[bytes, list[bytes]] = {}
-    canonical = _nameEncoder._canonicalHeaderCache
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        if not colon:
-            return None
-        known = canonical.get(name)  # only names that passed encode() are there
-        if known is None:
-            try:
-                known = _nameEncoder.encode(name)  # rejects what is not a token
-            except InvalidHeaderName:
-                return None
-        value = value.strip(b" \t")
-        if known in raw:
-            raw[known].append(value)
-        else:
-            raw[known] = [value]
+    raw = parseFields(lines[1:])
+    if raw is None:
+        return None
     if (
         not _oneValidHost(raw.get(b"Host"))
         or b"Content-Length" in raw
@@ -769,8 +763,9 @@ def decideFirst(
     offered, offers = offersFor(registry, command, version, raw)
     if not offers:
         return None
-    headers = Headers()
-    headers._rawHeaders = raw  # the names are canonical, the values checked
+    # The field lines as they arrived: a protocol that keeps the request
+    # (keepable) keeps them rather than the dict.
+    headers = _PackedHeaders(head[len(lines[0]) + 2 :], raw)
     upgradeRequest = _newRequest(
         command,
         target,

@@ -4,12 +4,12 @@
 # machinery alive.
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, AnyStr
 
 from twisted.internet.interfaces import IAddress, IProtocol
-from twisted.web.http_headers import Headers
+from twisted.web.http_headers import Headers, InvalidHeaderName, _nameEncoder
 
 from ._status import reasonPhrase
 from ._tokens import REMEMBERED, isToken
@@ -100,42 +100,83 @@ def _newRequest(
     return request
 
 
+def parseFields(lines: Iterable[bytes]) -> dict[bytes, list[bytes]] | None:
+    """
+    Header field lines as :class:`Headers` keeps them: each canonical name
+    (Twisted's own capitalisation) with its values in order, stripped of
+    whitespace (RFC 9112 §5.1). None when a line is not ``name: value`` with
+    a token for a name. The lines must hold no CR, LF or NUL.
+    """
+    raw: dict[bytes, list[bytes]] = {}
+    canonical = _nameEncoder._canonicalHeaderCache
+    for line in lines:
+        name, colon, value = line.partition(b":")
+        if not colon:
+            return None
+        known = canonical.get(name)  # only names that passed encode() are there
+        if known is None:
+            try:
+                known = _nameEncoder.encode(name)  # rejects what is not a token
+            except InvalidHeaderName:
+                return None
+        value = value.strip(b" \t")
+        if known in raw:
+            raw[known].append(value)
+        else:
+            raw[known] = [value]
+    return raw
+
+
 class _PackedHeaders(Headers):
     """
-    Headers kept as one bytes object of ``name: value`` lines (joined by
-    CRLF) until first read, then as Twisted's usual dict: a WebSocket
-    connection keeps its upgrade request for its life, and one bytes object
-    costs about a quarter of the dict of lists of values that Headers keeps
-    (0.7 KB for a browser's handshake). Every Headers method reads
-    ``_rawHeaders``, which unpacks.
+    Headers that keep their field lines as one bytes object, ``name: value``
+    lines joined by CRLF (for a request read by the fast path, the lines as
+    they arrived), parsed into Twisted's usual dict when first read.
+
+    A WebSocket connection keeps its upgrade request for its life, and the
+    bytes cost about a quarter of the dict of lists of values (0.7 KB for a
+    browser's handshake). Every Headers method reads ``_rawHeaders``, which
+    parses; the methods that change the fields forget the lines, so
+    :func:`keepable` packs the fields anew after a change.
     """
 
     __slots__ = ("_packed",)
 
-    def __init__(self, packed: bytes) -> None:  # no super().__init__: nothing is unpacked yet
-        self._packed = packed
+    def __init__(self, packed: bytes, raw: dict[bytes, list[bytes]] | None = None) -> None:
+        # No super().__init__: the fields are parsed when first read.
+        self._packed: bytes | None = packed
+        if raw is not None:
+            _RAW_SLOT.__set__(self, raw)
 
     @property
     def _rawHeaders(self) -> dict[bytes, list[bytes]]:
         try:
             raw: dict[bytes, list[bytes]] = _RAW_SLOT.__get__(self, Headers)
         except AttributeError:
-            raw = {}
             packed = self._packed
-            for line in packed.split(b"\r\n") if packed else ():
-                name, _, value = line.partition(b": ")
-                if name in raw:
-                    raw[name].append(value)
-                else:
-                    raw[name] = [value]
+            raw = (parseFields(packed.split(b"\r\n")) if packed else None) or {}
             _RAW_SLOT.__set__(self, raw)
-            self._packed = b""
         return raw
 
     @_rawHeaders.setter
     def _rawHeaders(self, raw: dict[bytes, list[bytes]]) -> None:
         _RAW_SLOT.__set__(self, raw)
-        self._packed = b""
+        self._packed = None
+
+    def setRawHeaders(self, name: str | bytes, values: Sequence[str | bytes]) -> None:
+        self._rawHeaders  # noqa: B018 -- parse the lines before they are forgotten
+        self._packed = None
+        super().setRawHeaders(name, values)
+
+    def addRawHeader(self, name: str | bytes, value: str | bytes) -> None:
+        self._rawHeaders  # noqa: B018
+        self._packed = None
+        super().addRawHeader(name, value)
+
+    def removeHeader(self, name: AnyStr) -> None:
+        self._rawHeaders  # noqa: B018
+        self._packed = None
+        super().removeHeader(name)
 
     def copy(self) -> Headers:
         return Headers(self._rawHeaders)
@@ -154,20 +195,21 @@ def keepable(request: UpgradeRequest) -> UpgradeRequest:
     :class:`_PackedHeaders`) and its method and version shared.
     """
     headers = request.headers
-    if isinstance(headers, _PackedHeaders):
-        return request
-    lines: list[bytes] = []
-    for name, values in headers.getAllRawHeaders():
-        if len(values) == 1:
-            lines.append(name + b": " + values[0])
-        else:
-            lines += [name + b": " + value for value in values]
+    packed = headers._packed if type(headers) is _PackedHeaders else None
+    if packed is None:
+        lines: list[bytes] = []
+        for name, values in headers.getAllRawHeaders():
+            for value in values:
+                if value.strip(b" \t") != value:
+                    return request  # parsing would strip it: kept as it is
+                lines.append(name + b": " + value)
+        packed = b"\r\n".join(lines)
     return _newRequest(
         _COMMON.get(request.method, request.method),
         request.uri,
         request.uri if request.path == request.uri else request.path,
         _COMMON.get(request.version, request.version),
-        _PackedHeaders(b"\r\n".join(lines)),
+        _PackedHeaders(packed),
         request.body,
         request.offered,
         request.peer,
