@@ -358,3 +358,32 @@ def test_theApplicationSeesTheHandshakesRequest() -> None:
     assert (request.method, request.uri, request.path) == (b"GET", b"/chat?room=1", b"/chat")
     assert request.headers.getRawHeaders(b"cookie") == [b"a=1"]
     assert request.headers.getRawHeaders(b"sec-websocket-key") == [b"dGhlIHNhbXBsZSBub25jZQ=="]
+
+
+@pytest.mark.parametrize("subprotocol", ["two words", "chat\r\nX: y", "", "dé", b"chat"])
+def test_aSubprotocolThatIsNoTokenIsRefusedAtOnce(subprotocol: object) -> None:
+    """RFC 6455 §4.1; the 101's fields are not checked again per handshake."""
+    with pytest.raises(ValueError, match="token"):
+        WebSocketHandler(subprotocols=[subprotocol])  # type: ignore[list-item]
+
+
+def test_theAcceptIsTheOneAcceptWouldMake() -> None:
+    from upgradable import Accept
+
+    server = wsServer(subprotocols=["chat"])
+    registry = server.registry
+    [(_, handler)] = registry.offers([b"websocket"])[1]
+    from .test_decisions import fastPathRequest
+
+    request = fastPathRequest(
+        WS_REQ[:-2] + b"Sec-WebSocket-Protocol: chat\r\nSec-WebSocket-Extensions: "
+        b"permessage-deflate; server_max_window_bits=10\r\n\r\n"
+    )
+    decision = handler.upgrade(request, b"websocket")
+    assert isinstance(decision, Accept)
+    assert decision == Accept(decision.protocol, decision.headers)
+    assert dict(decision.headers) == {
+        b"Sec-WebSocket-Accept": WS_ACCEPT,
+        b"Sec-WebSocket-Protocol": b"chat",
+        b"Sec-WebSocket-Extensions": b"permessage-deflate; server_max_window_bits=10",
+    }

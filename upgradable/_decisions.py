@@ -283,6 +283,21 @@ class Accept:
             object.__setattr__(self, "headers", _checkHeaders(self.headers, _NOT_IN_101, "Accept"))
 
 
+_setProtocol, _setHeaders = (Accept.__dict__[name].__set__ for name in ("protocol", "headers"))
+
+
+def _trustedAccept(protocol: IProtocol, headers: tuple[tuple[bytes, bytes], ...]) -> Accept:
+    """
+    ``Accept(protocol, headers)`` without its checks, for this package's own
+    handlers, whose protocol and header fields are right by construction:
+    the checks cost more than the rest of a WebSocket handshake's decision.
+    """
+    accept: Accept = _new(Accept)
+    _setProtocol(accept, protocol)
+    _setHeaders(accept, headers)
+    return accept
+
+
 @dataclass(frozen=True, slots=True)
 class Decline:
     """

@@ -42,8 +42,8 @@ from twisted.python.failure import Failure
 from twisted.web.http_headers import _nameEncoder
 from zope.interface import implementer
 
-from .._decisions import Accept, Decision, Decline, Reject, UpgradeRequest, keepable
-from .._tokens import splitList
+from .._decisions import Decision, Decline, Reject, UpgradeRequest, _trustedAccept, keepable
+from .._tokens import isToken, splitList
 from .._transport import closeTransport, writeNow
 from ..interfaces import IGoingAway, IUpgradeHandler
 from ._wsframes import (
@@ -295,6 +295,12 @@ class WebSocketHandler:
         self.default = default
         self.allowedOrigins = None if allowedOrigins is None else set(allowedOrigins)
         self.requireOrigin = requireOrigin
+        for subprotocol in subprotocols:
+            # RFC 6455 §4.1: each is a token (RFC 2616 §2.2).
+            if not (isinstance(subprotocol, str) and subprotocol.isascii()) or not isToken(
+                subprotocol.encode()
+            ):
+                raise ValueError(f"a subprotocol must be a token, not {subprotocol!r}")
         self.subprotocols = list(subprotocols)
         self.compression = compression
         self.maxMessageSize = maxMessageSize
@@ -342,6 +348,8 @@ class WebSocketHandler:
                 )
                 return Reject(403, body=b"Origin not allowed\n")
 
+        # Every value is base64, a token checked when the handler was made,
+        # or one negotiateDeflate wrote: the fields need no checking here.
         response = [(b"Sec-WebSocket-Accept", acceptToken(keys[0].strip()))]
         chosen = None
         if self.subprotocols:
@@ -359,7 +367,8 @@ class WebSocketHandler:
         application = app()
         application.request = keepable(request)
         application.subprotocol = chosen
-        return Accept(_WebSocketConnection(application, deflate, self.maxMessageSize), response)
+        connection = _WebSocketConnection(application, deflate, self.maxMessageSize)
+        return _trustedAccept(connection, tuple(response))
 
     def _subprotocol(self, offered: Sequence[bytes]) -> str | None:
         offers = _splitList(offered)
