@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from twisted.internet.protocol import Factory, Protocol
+from twisted.web.http_headers import Headers
 from zope.interface.verify import verifyObject
 
 from upgradable import UpgradeRegistry
@@ -148,3 +149,19 @@ def test_offersAskASubclassesLookupEachTime() -> None:
     assert registry.offers([b"echo"])[1] == ()
     registry.serving = True
     assert [h for _, h in registry.offers([b"echo"])[1]] == [handler]
+
+
+def test_aFactoryThatBuildsNoProtocolIsAProgrammingError() -> None:
+    """The factory's Accept skips Accept's checks, but not this one."""
+    from upgradable import Accept
+
+    from .test_decisions import request
+
+    class Wrong(Factory):
+        def buildProtocol(self, addr: object) -> object:  # type: ignore[override]
+            return object()
+
+    with pytest.raises(TypeError, match="Accept needs a protocol"):
+        FactoryHandler(Wrong()).upgrade(request(Headers()), b"x")
+    decision = FactoryHandler(Factory.forProtocol(Protocol)).upgrade(request(Headers()), b"x")
+    assert isinstance(decision, Accept) and decision == Accept(decision.protocol)

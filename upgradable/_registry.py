@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.interfaces import IProtocol, IProtocolFactory
 from zope.interface import implementer
 
-from ._decisions import Accept, Decision, Decline, UpgradeRequest
+from ._decisions import Accept, Decision, Decline, UpgradeRequest, _trustedAccept
 from ._tokens import REMEMBERED, Product, parseProduct, parseUpgrade, rememberable
 from .interfaces import IUpgradeHandler
 
@@ -43,7 +43,9 @@ class FactoryHandler:
         protocol = self.factory.buildProtocol(request.peer)
         if protocol is None:
             return Decline()
-        return Accept(protocol)
+        if not IProtocol.providedBy(protocol):
+            return Accept(protocol)  # which raises, saying what is wrong
+        return _trustedAccept(protocol, ())
 
     def __repr__(self) -> str:
         return f"FactoryHandler({self.factory!r})"
