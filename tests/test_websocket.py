@@ -43,6 +43,14 @@ def wsServer(**options: object) -> Server:
     return Server(registry=registry)
 
 
+def opened(**options: object) -> tuple[Server, Echo]:
+    """A server whose WebSocket handshake is done, and its application."""
+    server = wsServer(**options)
+    server.send(WS_REQ)
+    server.clear()
+    return server, Echo.instances[-1]
+
+
 def mask(
     payload: bytes, opcode: int = 0x1, fin: bool = True, key: bytes = b"\x01\x02\x03\x04"
 ) -> bytes:
@@ -203,9 +211,7 @@ def test_compressionCanBeSwitchedOff() -> None:
 
 
 def test_fragmentedMessagesAreReassembled() -> None:
-    server = wsServer()
-    server.send(WS_REQ)
-    server.clear()
+    server, _ = opened()
     server.send(mask(b"frag", opcode=0x1, fin=False), mask(b"ment", opcode=0x0, fin=False))
     server.send(mask(b"\x00ping", opcode=0x9))  # a control frame in between
     server.send(mask(b"ed", opcode=0x0, fin=True))
@@ -214,9 +220,7 @@ def test_fragmentedMessagesAreReassembled() -> None:
 
 
 def test_oversizedMessageIsClosedWith1009() -> None:
-    server = wsServer(maxMessageSize=100)
-    server.send(WS_REQ)
-    server.clear()
+    server, _ = opened(maxMessageSize=100)
     server.send(mask(b"x" * 60, fin=False), mask(b"y" * 60, opcode=0x0))
     out = server.clear()
     assert out[:4] == b"\x88\x11\x03\xf1"  # close 1009 "message too big"
@@ -224,10 +228,7 @@ def test_oversizedMessageIsClosedWith1009() -> None:
 
 
 def test_serverInitiatedCloseAndPeerReply() -> None:
-    server = wsServer()
-    server.send(WS_REQ)
-    server.clear()
-    app = Echo.instances[-1]
+    server, app = opened()
     app.close(4000, "bye")
     assert server.clear() == b"\x88\x05\x0f\xa0bye"
     server.send(mask(b"\x0f\xa0", opcode=0x8))
@@ -235,10 +236,8 @@ def test_serverInitiatedCloseAndPeerReply() -> None:
 
 
 def test_aPeerThatNeverAnswersTheCloseIsDroppedAfterFiveSeconds() -> None:
-    server = wsServer()
-    server.send(WS_REQ)
-    server.clear()
-    Echo.instances[-1].close()
+    server, app = opened()
+    app.close()
     assert len(server.clock.getDelayedCalls()) == 1  # on the site's reactor
     server.clock.advance(5)
     assert server.transport.disconnecting
@@ -293,10 +292,7 @@ def test_bytesAfterTheCloseAreIgnored() -> None:
 
 def test_aCloseWithoutACodeIsAnsweredWithoutOne() -> None:
     """RFC 6455 §5.5.1: the answer echoes the status code, and there is none."""
-    server = wsServer()
-    server.send(WS_REQ)
-    server.clear()
-    app = Echo.instances[-1]
+    server, app = opened()
     connection = app._connection
     server.send(mask(b"", opcode=0x8))
     assert server.clear() == b"\x88\x00"
@@ -307,41 +303,32 @@ def test_aCloseWithoutACodeIsAnsweredWithoutOne() -> None:
 
 def test_aPingAfterOurCloseIsNotAnswered() -> None:
     """RFC 6455 §5.5.1: nothing is sent after a close frame."""
-    server = wsServer()
-    server.send(WS_REQ)
-    server.clear()
-    Echo.instances[-1].close(1001, "later")
+    server, app = opened()
+    app.close(1001, "later")
     assert server.clear() == b"\x88\x07\x03\xe9later"
     server.send(mask(b"hi", opcode=0x9), WS_HELLO_MASKED)
     assert server.clear() == b""  # no pong, no echo
-    assert Echo.instances[-1].received == ["Hello"]  # the peer's message still arrives
+    assert app.received == ["Hello"]  # the peer's message still arrives
 
 
 @pytest.mark.parametrize("code", [999, 1004, 1005, 1006, 1015, 2000, 5000])
 def test_closingWithACodeNoPeerMaySendRaises(code: int) -> None:
-    server = wsServer()
-    server.send(WS_REQ)
-    server.clear()
+    server, app = opened()
     with pytest.raises(ValueError, match="may not be sent"):
-        Echo.instances[-1].close(code)
+        app.close(code)
     assert server.clear() == b""
 
 
 def test_aPingLongerThanAControlFrameRaises() -> None:
-    server = wsServer()
-    server.send(WS_REQ)
-    server.clear()
+    server, app = opened()
     with pytest.raises(ValueError, match="125"):
-        Echo.instances[-1].ping(b"x" * 126)
-    Echo.instances[-1].ping(b"x" * 125)
+        app.ping(b"x" * 126)
+    app.ping(b"x" * 125)
     assert server.clear() == b"\x89\x7d" + b"x" * 125
 
 
 def test_aProtocolErrorIsReportedToTheApplication() -> None:
-    server = wsServer()
-    server.send(WS_REQ)
-    server.clear()
-    app = Echo.instances[-1]
+    server, app = opened()
     connection = app._connection
     server.send(mask(b"\xff"))
     assert server.clear() == b"\x88\x1b\x03\xeftext message is not UTF-8"  # close 1007
