@@ -428,3 +428,27 @@ def test_oneWholeFramePastTheLimitFails(opcode: int) -> None:
         (opcode, "x" * 100 if opcode == TEXT else b"x" * 100)
     ]
     assert failCode(parse(clientFrame(b"x" * 101, opcode), maxMessageSize=100)) == 1009
+
+
+def test_theRfcExampleOfAFinalBlockFollowedByAnEmptyOne() -> None:
+    """RFC 7692 §7.2.3.4: a BFINAL block, then one 0x00 octet."""
+    payload = bytes.fromhex("f348cdc9c90700" + "00")
+    events = parse(clientFrame(payload, rsv=0x40), deflate=Deflate())
+    assert events == [(TEXT, "Hello")]
+
+
+def test_aFrameInManySmallReadsCostsItsOwnSize() -> None:
+    """An incomplete frame is one growing buffer, not an object per read."""
+    import tracemalloc
+
+    data = clientFrame(b"x" * 256 * 1024, BINARY)
+    parser = FrameParser(1 << 20)
+    tracemalloc.start()
+    try:
+        for start in range(0, len(data) - 1, 4):
+            assert parser.receive(data[start : min(start + 4, len(data) - 1)]) == []
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert held < 400 * 1024, f"{held} bytes held for a 256 KiB frame"
+    assert parser.receive(data[-1:]) == [(BINARY, b"x" * 256 * 1024)]

@@ -75,6 +75,7 @@ _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 # RFC 7692 §7.2.1: the tail a sender strips from each compressed message.
 _TAIL = b"\x00\x00\xff\xff"
+_BFINAL_PAD = b"\x00" + _TAIL
 
 _Utf8Decoder = getincrementaldecoder("utf-8")
 
@@ -182,10 +183,11 @@ class Deflate:
             raise _Fail(INVALID_PAYLOAD, "invalid compressed data") from None
         if len(out) > room or decompressor.unconsumed_tail:
             raise _Fail(MESSAGE_TOO_BIG, "message too big")
-        # What follows the final block must be (part of) the appended tail:
-        # the block may end inside the tail's first byte.
+        # What follows the final block must be (part of) the appended tail
+        # (the block may end inside the tail's first byte), or one 0x00
+        # octet and the tail, as RFC 7692 §7.2.3.4's example sends it.
         unused = decompressor.unused_data
-        if unused and not (final and _TAIL.endswith(unused)):
+        if unused and not (final and (_TAIL.endswith(unused) or unused == _BFINAL_PAD)):
             raise _Fail(INVALID_PAYLOAD, "compressed data after the end of the deflate stream")
         if final and self.clientNoContext:
             self._decompressor = None
@@ -258,7 +260,6 @@ class FrameParser:
         "_compressed",
         "_decoder",
         "_done",
-        "_have",
         "_need",
         "_opcode",
         "_parts",
@@ -271,8 +272,7 @@ class FrameParser:
     def __init__(self, maxMessageSize: int, deflate: Deflate | None = None) -> None:
         self.maxMessageSize = maxMessageSize
         self.deflate = deflate
-        self._pending: list[bytes] | None = None  # bytes of an incomplete frame
-        self._have = 0
+        self._pending: bytearray | None = None  # bytes of an incomplete frame
         self._need = 0
         self._opcode = 0  # of the message being reassembled, 0 between messages
         self._compressed = False
@@ -300,11 +300,10 @@ class FrameParser:
                     except UnicodeDecodeError:
                         pass  # the general path fails it with its code
         if pending is not None:
-            pending.append(data)
-            self._have += len(data)
-            if self._have < self._need:
+            pending += data
+            if len(pending) < self._need:
                 return []
-            data = b"".join(pending)
+            data = bytes(pending)
             self._pending = None
         events: list[tuple[int, Any]] = []
         try:
@@ -362,9 +361,9 @@ class FrameParser:
                 return
 
     def _wait(self, data: bytes, position: int, need: int) -> None:
-        rest = data[position:]
-        self._pending = [rest]
-        self._have = len(rest)
+        # One growing buffer: a frame that arrives in many small reads costs
+        # its own size, not an object per read.
+        self._pending = bytearray(memoryview(data)[position:])
         self._need = need
 
     def _check(self, first: int, second: int, opcode: int, length: int) -> None:
