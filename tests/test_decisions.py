@@ -191,3 +191,25 @@ def test_aChangeBeforeKeepingIsKept(change: Any) -> None:
 def test_valuesWithSurroundingWhitespaceAreKeptExactly() -> None:
     original = request(Headers({b"A": [b" padded "]}))
     assert keepable(original).headers.getRawHeaders(b"a") == [b" padded "]
+
+
+def test_valuesHandedOutAreCopiesSoTheKeptLinesStayTrue() -> None:
+    """Changing a list a getter gave changes nothing, as keepable assumes."""
+    request = fastPathRequest(HEAD)
+    request.headers.getRawHeaders(b"x-twice").clear()  # type: ignore[union-attr]
+    for _, values in request.headers.getAllRawHeaders():
+        values.clear()  # type: ignore[attr-defined]
+    assert request.headers.getRawHeaders(b"x-twice") == [b"1", b"2"]
+    assert keepable(request) == request
+
+
+def test_aNameWithoutValuesIsKeptExactly() -> None:
+    original = request(Headers({b"A": [b"1"]}))
+    original.headers.setRawHeaders(b"Empty", [])
+    kept = keepable(original)
+    assert kept == original and kept.headers.hasHeader(b"empty")
+
+
+def test_packedHeadersLookLikeHeaders() -> None:
+    request = fastPathRequest(HEAD)
+    assert repr(request.headers).startswith("Headers({b'Host': [b'x'], ")

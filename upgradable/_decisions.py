@@ -8,7 +8,7 @@
 # frozen dataclasses' __init__ costs more than the rest of a decision.
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, AnyStr
 
@@ -140,8 +140,10 @@ class _PackedHeaders(Headers):
     A WebSocket connection keeps its upgrade request for its life, and the
     bytes cost about a quarter of the dict of lists of values (0.7 KB for a
     browser's handshake). Every Headers method reads ``_rawHeaders``, which
-    parses; the methods that change the fields forget the lines, so
-    :func:`keepable` packs the fields anew after a change.
+    parses. The fields change only through the methods that change them,
+    which forget the lines, so :func:`keepable` packs the fields anew after
+    a change: the getters hand out copies of the lists of values, where a
+    plain Headers hands out its own.
     """
 
     __slots__ = ("_packed",)
@@ -182,8 +184,18 @@ class _PackedHeaders(Headers):
         self._packed = None
         super().removeHeader(name)
 
+    def getRawHeaders(self, name: Any, default: Any = None) -> Any:
+        values = super().getRawHeaders(name, default)
+        return list(values) if type(values) is list and values is not default else values
+
+    def getAllRawHeaders(self) -> Iterator[tuple[bytes, Sequence[bytes]]]:
+        return ((name, list(values)) for name, values in self._rawHeaders.items())
+
     def copy(self) -> Headers:
         return Headers(self._rawHeaders)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._rawHeaders!r})"
 
 
 _RAW_SLOT: Any = Headers.__dict__["_rawHeaders"]
@@ -203,6 +215,8 @@ def keepable(request: UpgradeRequest) -> UpgradeRequest:
     if packed is None:
         lines: list[bytes] = []
         for name, values in headers.getAllRawHeaders():
+            if not values:
+                return request  # a name without values has no line: kept as it is
             for value in values:
                 if value.strip(b" \t") != value:
                     return request  # parsing would strip it: kept as it is
