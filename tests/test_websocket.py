@@ -374,3 +374,15 @@ def test_theAcceptIsTheOneAcceptWouldMake() -> None:
         b"Sec-WebSocket-Protocol": b"chat",
         b"Sec-WebSocket-Extensions": b"permessage-deflate; server_max_window_bits=10",
     }
+
+
+@pytest.mark.parametrize(
+    "frame", [mask(b"\x03\xe8", opcode=0x8), mask(b"\xff")], ids=["peer-close", "peer-error"]
+)
+def test_aPeerThatStopsReadingAfterTheCloseIsAbortedAfterFiveSeconds(frame: bytes) -> None:
+    """Our answer may never be read; the connection does not wait for it forever."""
+    server, _ = opened()
+    server.send(frame)
+    assert server.transport.disconnecting and not getattr(server.transport, "disconnected", False)
+    server.clock.advance(5)
+    assert server.transport.disconnected  # what StringTransport.abortConnection sets

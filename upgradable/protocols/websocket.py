@@ -177,6 +177,7 @@ class _WebSocketConnection(Protocol):
                     writeNow(self.transport, frame(CLOSE, answer))
                 self.state = _CLOSED
                 self._drop()
+                self._abortLater()
                 return
             if self.transport.disconnecting:
                 return
@@ -207,6 +208,15 @@ class _WebSocketConnection(Protocol):
             writeNow(self.transport, frame(CLOSE, closePayload(code, reason)))
             self.state = _CLOSING
             # Give the peer a moment to answer the close, then drop it.
+            self._abortLater()
+
+    def _abortLater(self) -> None:
+        """
+        Abort the connection if it is still open in 5 seconds: a peer that
+        never answers our close, or that stops reading while our answer to
+        its close (or our close after its error) waits to be sent.
+        """
+        if self._closeTimer is None:
             self._closeTimer = self._reactor().callLater(5, self.transport.abortConnection)
 
     def goingAway(self) -> None:
