@@ -169,19 +169,21 @@ class _PackedHeaders(Headers):
         _RAW_SLOT.__set__(self, raw)
         self._packed = None
 
-    def setRawHeaders(self, name: str | bytes, values: Sequence[str | bytes]) -> None:
-        self._rawHeaders  # noqa: B018 -- parse the lines before they are forgotten
+    def _forgetLines(self) -> None:
+        """The fields are about to change: parse the lines, then drop them."""
+        self._rawHeaders  # noqa: B018
         self._packed = None
+
+    def setRawHeaders(self, name: str | bytes, values: Sequence[str | bytes]) -> None:
+        self._forgetLines()
         super().setRawHeaders(name, values)
 
     def addRawHeader(self, name: str | bytes, value: str | bytes) -> None:
-        self._rawHeaders  # noqa: B018
-        self._packed = None
+        self._forgetLines()
         super().addRawHeader(name, value)
 
     def removeHeader(self, name: AnyStr) -> None:
-        self._rawHeaders  # noqa: B018
-        self._packed = None
+        self._forgetLines()
         super().removeHeader(name)
 
     def getRawHeaders(self, name: Any, default: Any = None) -> Any:

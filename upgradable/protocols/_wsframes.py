@@ -48,6 +48,7 @@ __all__ = [
     "closePayload",
     "frame",
     "negotiateDeflate",
+    "sendableCloseCode",
 ]
 
 # Opcodes (§5.2), which are also the kinds of event the parser gives.
@@ -416,9 +417,8 @@ class FrameParser:
             payload = self.deflate.inflate(payload, first, final, room)
         parts = self._parts
         if final and parts is None:
-            # The whole message is this frame: the common case.
+            # The whole message is this frame (so nothing was counted yet).
             self._opcode = 0
-            self._size = 0
             if opcode == TEXT:
                 try:
                     events.append((TEXT, payload.decode("utf-8")))

@@ -177,7 +177,6 @@ class _WebSocketConnection(Protocol):
                     writeNow(self.transport, frame(CLOSE, answer))
                 self.state = _CLOSED
                 self._drop()
-                self._abortLater()
                 return
             if self.transport.disconnecting:
                 return
@@ -190,10 +189,9 @@ class _WebSocketConnection(Protocol):
         else:
             opcode, payload = BINARY, message
         deflate = self.frames.deflate
-        if deflate is None:
-            writeNow(self.transport, frame(opcode, payload))
-        else:
-            writeNow(self.transport, frame(opcode, deflate.compress(payload), compressed=True))
+        if deflate is not None:
+            payload = deflate.compress(payload)
+        writeNow(self.transport, frame(opcode, payload, compressed=deflate is not None))
 
     def ping(self, payload: bytes) -> None:
         if len(payload) > 125:
@@ -213,8 +211,8 @@ class _WebSocketConnection(Protocol):
     def _abortLater(self) -> None:
         """
         Abort the connection if it is still open in 5 seconds: a peer that
-        never answers our close, or that stops reading while our answer to
-        its close (or our close after its error) waits to be sent.
+        never answers our close, or that stops reading while what we sent
+        last (an answer to its close, our close after its error) waits.
         """
         if self._closeTimer is None:
             self._closeTimer = self._reactor().callLater(5, self.transport.abortConnection)
@@ -228,6 +226,7 @@ class _WebSocketConnection(Protocol):
 
     def _drop(self) -> None:
         closeTransport(self.transport)
+        self._abortLater()  # a close waits for our last bytes to be read
 
     def _reactor(self) -> Any:
         # The site's reactor (a test's Clock, say), else the global one.
