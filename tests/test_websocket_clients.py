@@ -268,3 +268,37 @@ async def test_chromiumChatPageSendsAndSeesTheEcho() -> None:
         shutil.rmtree(profile, ignore_errors=True)
     assert '<p id="status">connected</p>' in done.stdout, done.stdout + done.stderr[-2000:]
     assert '<li class="echo">hello from chromium</li>' in done.stdout
+
+
+def brokenFrameAfterHandshake(port: int, broken: bytes) -> bytes:
+    with connect(port) as sock:
+        sock.sendall(WS_REQ)
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            head += readExactly(sock, 1)
+        assert head.startswith(b"HTTP/1.1 101 ")
+        sock.sendall(broken)
+        return readUntilClosed(sock)  # returns only if the server closes
+
+
+@pytest.mark.parametrize(
+    ("broken", "code"),
+    [
+        (b"\x81\x05Hello", 1002),  # unmasked
+        (b"\x81\x81\x00\x00\x00\x00\xff", 1007),  # not UTF-8
+        # A header announcing 1 MiB + 1 byte, past the default limit: no payload needed.
+        (b"\x82\xff" + (2**20 + 1).to_bytes(8, "big") + b"\x00" * 4, 1009),
+    ],
+    ids=["unmasked", "not-utf8", "too-big"],
+)
+@pytest_twisted.ensureDeferred
+async def test_aBrokenFrameOverARealSocketGetsItsCloseCodeAndTheClose(
+    broken: bytes, code: int
+) -> None:
+    """Bad input gets a close frame that says why, then the TCP close."""
+    port = await listen()
+    try:
+        reply = await inThread(brokenFrameAfterHandshake, port.getHost().port, broken)
+    finally:
+        await port.stopListening()
+    assert reply[0] == 0x88 and int.from_bytes(reply[2:4], "big") == code
