@@ -235,6 +235,58 @@ async def test_behindTheProxyProtocolTheHandlerSeesTheRealClient() -> None:
         await running.port.stopListening()
 
 
+def addressesSeen(port: int) -> tuple[tuple[str, int], tuple[str, int]]:
+    """The client socket's own address and the server's, after a switch."""
+    with connect(port) as sock:
+        sock.sendall(CLOSER_REQ + b"bye")
+        readUntilClosed(sock)
+        return sock.getsockname(), sock.getpeername()
+
+
+CLOSER_REQ = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: closer\r\n\r\n"
+
+
+@pytest.mark.parametrize("interface", [HOST, "0.0.0.0"])
+@pytest_twisted.ensureDeferred
+async def test_theHandlerSeesTheAddressesOfBothEnds(interface: str) -> None:
+    # On the fast path the peer is the address the port gave the site, and
+    # the local address the port's own when it is bound to one.
+    running = await listen(f"tcp:0:interface={interface}")
+    handler = ScriptedHandler(lambda request, product: Accept(Closer()))
+    running.registry.unregister(b"closer")
+    running.registry.register(b"closer", handler)
+    try:
+        client, server = await inThread(addressesSeen, running.number)
+    finally:
+        await running.port.stopListening()
+    request = handler.requests[0][0]
+    assert (request.peer.host, request.peer.port) == client
+    assert (request.host.host, request.host.port) == server
+    assert request.peer.type == request.host.type == "TCP"
+
+
+class NoDelayCloser(Closer):
+    noDelay: list[bool] = []
+
+    def connectionMade(self) -> None:
+        self.noDelay.append(self.transport.getTcpNoDelay())
+
+
+@pytest_twisted.ensureDeferred
+async def test_anUpgradedTCPConnectionSendsSmallWritesAtOnce() -> None:
+    # TCP_NODELAY, as HTTPChannel sets it for its connections: an upgraded
+    # protocol's small writes are not held back by Nagle's algorithm.
+    running = await listen(f"tcp:0:interface={HOST}")
+    running.registry.unregister(b"closer")
+    running.registry.register(b"closer", ScriptedHandler(lambda r, p: Accept(NoDelayCloser())))
+    NoDelayCloser.noDelay = []
+    try:
+        await inThread(addressesSeen, running.number)
+    finally:
+        await running.port.stopListening()
+    assert NoDelayCloser.noDelay == [True]
+
+
 # -- real third-party clients ---------------------------------------------
 
 

@@ -1,6 +1,7 @@
 """
 writeNow over real loopback TCP: sent at once when nothing is queued, and
-otherwise exactly as transport.write would: in order, whole, once.
+otherwise exactly as transport.write would: in order, whole, once. And
+LocalAddresses: a connection's local address, as getHost gives it.
 """
 
 from __future__ import annotations
@@ -9,14 +10,18 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor, threads
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.tcp import Server
 from twisted.internet.testing import StringTransport
 
-from upgradable._transport import writeNow
+from upgradable._transport import LocalAddresses, writeNow
 
 
 class Scripted(Protocol):
@@ -111,3 +116,90 @@ def test_otherTransportsGetAnOrdinaryWrite() -> None:
     transport = StringTransport()
     writeNow(transport, b"queued")
     assert transport.value() == b"queued"
+
+
+# -- local addresses -----------------------------------------------------------
+
+
+async def localAddresses(
+    description: str, connections: int = 2, addresses: LocalAddresses | None = None
+) -> tuple[list[tuple[Any, Any, int]], Any]:
+    """
+    For each of ``connections`` to a port listening on ``description``:
+    what LocalAddresses.of gave, what getHost gives, and how many times the
+    transport was asked.
+    """
+    addresses = addresses or LocalAddresses()
+    found: list[tuple[Any, Any, int]] = []
+
+    def script(transport: Any) -> None:
+        asked = []
+        transport.getHost = lambda: asked.append(1) or Server.getHost(transport)
+        given = addresses.of(transport)
+        found.append((given, Server.getHost(transport), len(asked)))
+
+    seen: list[Any] = []
+    factory = Factory.forProtocol(lambda: Scripted(script, seen))
+    port = await serverFromString(reactor, description).listen(factory)
+    host = port.getHost().host
+    try:
+        for _ in range(connections):
+            await threads.deferToThread(readAllFrom, host, port.getHost().port)
+    finally:
+        await port.stopListening()
+    return found, port
+
+
+def readAllFrom(host: str, port: int) -> bytes:
+    with socket.create_connection((host, port), timeout=10) as sock:
+        return sock.recv(1024)
+
+
+@pytest_twisted.ensureDeferred
+async def test_aPortBoundToOneAddressGivesItsConnectionsTheirAddressWithoutAsking() -> None:
+    found, _ = await localAddresses("tcp:0:interface=127.0.0.1")
+    assert [(given == actual, asked) for given, actual, asked in found] == [(True, 0)] * 2
+    # Each connection gets an address of its own.
+    assert found[0][0] is not found[1][0]
+
+
+@pytest_twisted.ensureDeferred
+async def test_aPortBoundToEveryAddressLetsEachConnectionBeAsked() -> None:
+    found, _ = await localAddresses("tcp:0:interface=0.0.0.0")
+    assert [(given == actual, asked) for given, actual, asked in found] == [(True, 1)] * 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_anIPv6PortBoundToOneAddressGivesItToo() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    try:
+        found, _ = await localAddresses("tcp6:0:interface=\\:\\:1")
+    except CannotListenError:
+        pytest.skip("::1 is not configured here")
+    assert [(given, asked) for given, actual, asked in found] == [(found[0][1], 0)] * 2
+    assert isinstance(found[0][0], IPv6Address)
+
+
+@pytest_twisted.ensureDeferred
+async def test_aPortThatListensAgainOnAnotherNumberIsLearntAgain() -> None:
+    addresses = LocalAddresses()
+    first, port = await localAddresses("tcp:0:interface=127.0.0.1", 1, addresses)
+    # The same port object, listening again: a new socket with a new number.
+    port.port = 0
+    port.startListening()
+    try:
+        found: list[Any] = []
+        port.factory = Factory.forProtocol(
+            lambda: Scripted(lambda t: found.append((addresses.of(t), Server.getHost(t))), [])
+        )
+        await threads.deferToThread(readAllFrom, "127.0.0.1", port.getHost().port)
+    finally:
+        await port.stopListening()
+    assert found[0][0] == found[0][1]
+    assert found[0][0].port != first[0][0].port
+
+
+def test_otherTransportsAreAsked() -> None:
+    transport = StringTransport(hostAddress=IPv4Address("TCP", "192.0.2.1", 80))
+    assert LocalAddresses().of(transport) == IPv4Address("TCP", "192.0.2.1", 80)

@@ -32,7 +32,7 @@ from inspect import iscoroutine
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
-from twisted.internet.interfaces import IProtocol, ISSLTransport
+from twisted.internet.interfaces import IAddress, IProtocol, ISSLTransport
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -58,7 +58,7 @@ from ._drain import Connections
 from ._registry import Offers, UpgradeRegistry
 from ._status import reasonPhrase
 from ._tokens import Product, connectionOptions
-from ._transport import closeTransport, writeNow
+from ._transport import LocalAddresses, closeTransport, writeNow
 from .interfaces import IUpgradeHandler
 
 __all__ = ["SwitchedRequest", "UpgradableHTTPChannel", "UpgradeLimits"]
@@ -719,7 +719,13 @@ def offersFor(
 
 
 def decideFirst(
-    data: bytes, registry: UpgradeRegistry, limits: UpgradeLimits, transport: Any, site: Any
+    data: bytes,
+    registry: UpgradeRegistry,
+    limits: UpgradeLimits,
+    transport: Any,
+    site: Any,
+    peer: IAddress | None = None,
+    local: LocalAddresses | None = None,
 ) -> tuple[UpgradeRequest, Product, object, bytes] | None:
     """
     The fast path, for a connection's first bytes: when they hold a whole
@@ -731,6 +737,10 @@ def decideFirst(
     Accept, Decline, Reject, Deferred, or the Failure it raised) and the
     bytes after the request; None when the request is anything else (no
     handler was asked), for the usual path to parse.
+
+    ``peer`` is ``transport.getPeer()`` when the caller knows it already;
+    ``local`` finds the local address without asking the transport, where
+    it can.
     """
     end = data.find(b"\r\n\r\n")
     if end <= 0:
@@ -774,8 +784,8 @@ def decideFirst(
         headers,
         b"",
         offered,
-        transport.getPeer(),
-        transport.getHost(),
+        transport.getPeer() if peer is None else peer,
+        transport.getHost() if local is None else local.of(transport),
         ISSLTransport.providedBy(transport),
         site,
         None,

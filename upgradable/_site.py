@@ -15,6 +15,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.tcp import Server
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
@@ -33,6 +34,7 @@ from ._channel import (
 )
 from ._decisions import Accept
 from ._registry import UpgradeRegistry
+from ._transport import LocalAddresses
 
 __all__ = ["UpgradableSite"]
 
@@ -83,6 +85,7 @@ class UpgradableSite(Site):
         self.connections = self.limits.connections
         self.connections.callLater = self.reactor.callLater
         self._firstBytes = _FirstBytesTimeout(self)
+        self._localAddresses = LocalAddresses()
 
     @property
     def draining(self) -> bool:
@@ -225,11 +228,6 @@ class _NewConnection(Protocol):
             # already, and closes.
             self._becomeHTTP(_NOTHING)
             return
-        if ITCPTransport.providedBy(transport):
-            try:
-                transport.setTcpNoDelay(True)
-            except OSError:
-                pass  # a socket the peer reset already (BSD says EINVAL): it closes anyway
         site.connections.opened(self, self)
         if site.timeOut is not None:
             site._firstBytes.waiting(self, site.timeOut)
@@ -242,10 +240,19 @@ class _NewConnection(Protocol):
         transport = self.transport
         predecided: object = _NOTHING
         if getattr(transport, "negotiatedProtocol", None) != b"h2":
-            decided = decideFirst(data, site.registry, site.limits, transport, site)
+            # On plain TCP the address the port gave buildProtocol is the peer.
+            peer = self.addr if type(transport) is Server else None
+            decided = decideFirst(data, site.registry, site.limits, transport, site,
+                                  peer, site._localAddresses)  # fmt: skip
             if decided is not None:
                 upgradeRequest, product, result, leftover = decided
                 if isinstance(result, Accept) and not _full(site.limits):
+                    # As HTTPChannel does for the connections it gets.
+                    if ITCPTransport.providedBy(transport):
+                        try:
+                            transport.setTcpNoDelay(True)
+                        except OSError:
+                            pass  # a socket the peer reset already (BSD says EINVAL)
                     switchProtocols(self, transport, upgradeRequest, product, result, leftover,
                                     site.registry, site.connections, site.log,
                                     site.reactor.callLater)  # fmt: skip
