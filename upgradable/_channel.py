@@ -123,7 +123,8 @@ class _IdleWatch:
     peer. Opt-in per product, because it has to see every read: it rebinds
     the protocol's ``dataReceived`` and ``connectionLost`` on the instance,
     once the protocol is connected (a protocol that swaps its own
-    ``dataReceived`` later is not seen).
+    ``dataReceived`` later is not seen), and puts them back when the
+    connection is lost.
     """
 
     # After the polite close, how long a peer may take to let go (over TLS
@@ -131,32 +132,56 @@ class _IdleWatch:
     grace = 5.0
 
     def __init__(self, protocol: IProtocol, transport: Any, seconds: float, callLater: Any) -> None:
+        self.protocol = protocol
         self.transport = transport
         self.seconds = seconds
         self.callLater = callLater
         self.abort: Any = None
-        received, lost = protocol.dataReceived, protocol.connectionLost
+        self.received, self.lost = protocol.dataReceived, protocol.connectionLost
+        protocol.dataReceived = self.dataReceived  # type: ignore[method-assign]
+        protocol.connectionLost = self.connectionLost  # type: ignore[method-assign]
+        self.timer: Any = callLater(seconds, self.expired)
 
-        def dataReceived(data: bytes) -> None:
-            if self.timer.active():
-                self.timer.reset(self.seconds)
-            received(data)
+    def dataReceived(self, data: bytes) -> None:
+        timer = self.timer
+        if timer is not None and timer.active():
+            timer.reset(self.seconds)
+        self.received(data)
 
-        def connectionLost(reason: Failure = connectionDone, *args: Any, **kwargs: Any) -> None:
-            for call in (self.timer, self.abort):
-                if call is not None and call.active():
-                    call.cancel()
-            lost(reason, *args, **kwargs)
-
-        protocol.dataReceived = dataReceived  # type: ignore[method-assign]
-        protocol.connectionLost = connectionLost  # type: ignore[method-assign]
-        self.timer = callLater(seconds, self.expired)
+    def connectionLost(self, reason: Failure = connectionDone, *args: Any, **kwargs: Any) -> None:
+        for call in (self.timer, self.abort):
+            if call is not None and call.active():
+                call.cancel()
+        # Nothing of the watch is left on the protocol, and no timer refers
+        # to the watch: no reference cycle outlives the connection.
+        self.timer = self.abort = None
+        _putBack(self.protocol, "dataReceived", self.dataReceived, self.received)
+        _putBack(self.protocol, "connectionLost", self.connectionLost, self.lost)
+        self.lost(reason, *args, **kwargs)
 
     def expired(self) -> None:
         _log.info("Closing {peer}: idle for {seconds} s after the upgrade",
                   peer=self.transport.getPeer(), seconds=self.seconds)  # fmt: skip
         closeTransport(self.transport)
         self.abort = self.callLater(self.grace, self.transport.abortConnection)
+
+
+def _putBack(protocol: IProtocol, name: str, override: object, original: Any) -> None:
+    """
+    Undo ``setattr(protocol, name, override)``, unless it was replaced since:
+    back to ``original``, or to the class's method when that is what
+    ``original`` was (a protocol's own bound method kept on the protocol
+    would be a reference cycle). Bound methods are compared by equality:
+    each attribute lookup makes a new one.
+    """
+    if getattr(protocol, name, None) != override:
+        return
+    if getattr(original, "__self__", None) is protocol and getattr(
+        original, "__func__", None
+    ) is getattr(type(protocol), name, None):
+        delattr(protocol, name)
+    else:
+        setattr(protocol, name, original)
 
 
 def _discard(data: bytes) -> None:

@@ -204,6 +204,14 @@ class _CountedOut:
     def __call__(self, reason: Failure = connectionDone, *args: Any, **kwargs: Any) -> None:
         protocol = self.protocol
         self.connections.upgraded.pop(protocol, None)
+        # Put the protocol back as it was: the protocol and this object refer
+        # to each other, and a cycle would keep the connection's objects
+        # (transport, socket) until the garbage collector ran.
+        if getattr(protocol, "connectionLost", None) is self:
+            if self.lost is None:
+                del protocol.connectionLost
+            else:
+                protocol.connectionLost = self.lost  # type: ignore[method-assign]
         try:
             if self.lost is not None:
                 self.lost(reason, *args, **kwargs)
