@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IProtocol
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -94,6 +95,30 @@ def test_aRequestLineStillArrivingIsAnsweredThenClosed() -> None:
 
 
 def test_aProtocolThatCannotBeTrackedStillSwitchesAndIsNotWaitedFor() -> None:
+    @implementer(IProtocol)
+    class Slotted:  # its connectionLost cannot be replaced
+        __slots__ = ("data", "transport")
+
+        def makeConnection(self, transport: Any) -> None:
+            self.transport, self.data = transport, b""
+
+        def dataReceived(self, data: bytes) -> None:
+            self.data += data
+
+        def connectionLost(self, reason: Any = None) -> None:
+            pass
+
+    protocol = Slotted()
+    registry = UpgradeRegistry()
+    registry.register(b"IRC/6.9", ScriptedHandler(Accept(protocol)))
+    server = Server(registry=registry)
+    server.send(IRC_REQ + b"NICK a\r\n")
+    assert parseResponses(server.output())[0][0].code == 101
+    assert protocol.data == b"NICK a\r\n"
+    assert fired(server.site.drain(10))
+
+
+def test_anUnhashableProtocolIsTrackedAndWaitedFor() -> None:
     from dataclasses import dataclass
 
     @dataclass(eq=True)  # eq without frozen: no __hash__
@@ -108,7 +133,11 @@ def test_aProtocolThatCannotBeTrackedStillSwitchesAndIsNotWaitedFor() -> None:
     server.send(IRC_REQ + b"NICK a\r\n")
     assert parseResponses(server.output())[0][0].code == 101
     assert protocol.data == b"NICK a\r\n"
-    assert fired(server.site.drain(10))
+    drained = server.site.drain(10)
+    assert not fired(drained)
+    server.protocol.connectionLost(DONE)
+    assert fired(drained)
+    assert len(protocol.lost) == 1
 
 
 def test_aNewRequestOnADrainingConnectionIsTheLastOne() -> None:
