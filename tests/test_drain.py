@@ -304,8 +304,27 @@ def test_anUpgradedProtocolsOwnConnectionLostIsCalledOnceAndCountsItOut() -> Non
         registry.register(b"IRC/6.9", ScriptedHandler(lambda *_, p=protocol: Accept(p)))
         server = Server(registry=registry)
         server.send(IRC_REQ)
-        assert server.site.connections.upgraded == {protocol: server.transport}
+        assert server.site.connections.upgraded.items() == [(protocol, server.transport)]
         server.protocol.connectionLost(DONE)
         assert calls == (["instance"] if override else ["class"])
-        assert not server.site.connections.upgraded
+        assert not server.site.connections.upgraded.items()
         assert fired(server.site.drain(1))
+
+
+def test_upgradedConnectionsAreCountedOutInAnyOrderAndOnlyOnce() -> None:
+    from upgradable._drain import Connections
+
+    connections = Connections()
+    protocols = [RecordingProtocol() for _ in range(4)]
+    transports = [StringTransport() for _ in protocols]
+    for protocol, transport in zip(protocols, transports, strict=True):
+        connections.switched(object(), protocol, transport)  # type: ignore[arg-type]
+    assert len(connections.upgraded) == 4
+    assert connections.upgraded.items() == list(zip(protocols, transports, strict=True))[::-1]
+    for index in (2, 0, 2, 3):  # the middle, the oldest, the middle again, the newest
+        protocols[index].connectionLost(DONE)
+    assert connections.upgraded.items() == [(protocols[1], transports[1])]
+    assert len(connections.upgraded) == 1
+    assert [len(p.lost) for p in protocols] == [1, 0, 2, 1]
+    protocols[1].connectionLost(DONE)
+    assert (connections.upgraded.items(), len(connections.upgraded)) == ([], 0)

@@ -151,4 +151,4 @@ def test_bytesArrivingAfterADrainClosedItAreIgnored() -> None:
     server.send(IRC_REQ)
     assert server.output() == b""
     assert not irc.built
-    assert server.site.connections.upgraded == {}
+    assert server.site.connections.upgraded.items() == []
