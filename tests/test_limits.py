@@ -319,3 +319,82 @@ def test_anAcceptThatFindsTheLimitReachedIsNotUsedForALaterRequest() -> None:
     assert codes(server) == [503, 101]
     assert len(made) == 2
     assert made[0].made == 0 and made[1].data == b"NICK a\r\n"
+
+
+# -- the HTTP idle timer, kept from one request to the next -------------------
+
+GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def test_keepAliveRequestsShareOneIdleTimer() -> None:
+    # HTTPChannel cancels its timer for each request and makes a new one
+    # after the response; here the one DelayedCall is paused and reset.
+    server = Server(timeout=10)
+    server.send(GET)
+    [timer] = server.clock.getDelayedCalls()
+    for _ in range(20):
+        server.send(GET)
+        server.clock.advance(1)
+    assert server.clock.getDelayedCalls() == [timer]
+    assert [r.code for r in parseResponses(server.output())[0]] == [200] * 21
+    assert not server.closed
+
+
+def test_aKeptAliveConnectionTimesOutAfterItsLastResponse() -> None:
+    server = Server(timeout=10)
+    server.send(GET)
+    server.clock.advance(5)
+    server.send(GET)  # answered at once: the idle time counts from here
+    server.clock.advance(9.9)
+    assert not server.closed
+    server.clock.advance(0.2)
+    assert server.closed
+
+
+def test_aRequestInProgressIsNotTimedOutHoweverLongItTakes() -> None:
+    server = Server(timeout=10)
+    server.resource.delay = True
+    server.send(GET)
+    server.clock.advance(35)  # the paused timer fires meanwhile, and does nothing
+    assert not server.closed and server.output() == b""
+    server.resource.release()
+    assert [r.code for r in parseResponses(server.output())[0]] == [200]
+    server.clock.advance(9.9)
+    assert not server.closed
+    server.clock.advance(0.2)
+    assert server.closed
+
+
+def test_aRequestThatEndsBeforeThePausedTimerFiresRestartsTheIdleTime() -> None:
+    server = Server(timeout=10)
+    server.send(GET)
+    server.clock.advance(8)
+    server.resource.delay = True
+    server.send(GET)
+    server.clock.advance(5)  # past the first idle deadline, while in progress
+    assert not server.closed
+    server.resource.release()
+    server.clock.advance(9.9)
+    assert not server.closed
+    server.clock.advance(0.2)
+    assert server.closed
+
+
+def test_noTimerOutlivesTheConnectionEvenMidRequest() -> None:
+    server = Server(timeout=10)
+    server.send(GET)
+    server.resource.delay = True
+    server.send(GET)  # in progress: the timer is paused, not cancelled
+    server.protocol.connectionLost(Failure(ConnectionDone()))
+    assert server.clock.getDelayedCalls() == []
+
+
+def test_anUpgradeThroughHTTPLeavesNoIdleTimer() -> None:
+    irc = RecordingFactory()
+    registry = UpgradeRegistry()
+    registry.register(b"IRC/6.9", irc)
+    server = Server(registry=registry, timeout=10)
+    server.send(GET)  # HTTP first, then the upgrade on the same connection
+    server.send(IRC_REQ)
+    assert parseResponses(server.output(), heads=[1])[0][1].code == 101
+    assert server.clock.getDelayedCalls() == []
