@@ -177,19 +177,15 @@ class _Upgraded:
 
     Each is held by the _CountedOut that stands in for its protocol's
     ``connectionLost``, and these form a doubly linked list, so that a
-    connection costs its stand-in alone (64 bytes) and no dict entry (about
+    connection costs its stand-in alone (72 bytes) and no dict entry (about
     30 bytes more at 5,000 connections). Adding, removing and counting take
     constant time, listing them linear time; there is no lookup by protocol.
     """
 
     def __init__(self, connections: Connections) -> None:
+        self.connections = connections
         self._first: _CountedOut | None = None
         self._count = 0
-        # This site's stand-ins: the connections they report to are a class
-        # attribute, not one more slot in each.
-        shared = {"__slots__": (), "connections": connections}
-        self._plain = type("_CountedOut", (_CountedOut,), shared)
-        self._around = type("_CountedOutAround", (_CountedOutAround,), shared)
 
     def add(self, protocol: IProtocol, transport: Any) -> None:
         """
@@ -204,9 +200,9 @@ class _Upgraded:
         lost = protocol.connectionLost
         own = getattr(type(protocol), "connectionLost", None)
         if getattr(lost, "__self__", None) is protocol and getattr(lost, "__func__", None) is own:
-            entry: _CountedOut = self._plain(protocol, transport)
+            entry = _CountedOut(self.connections, protocol, transport)
         else:
-            entry = self._around(protocol, transport)
+            entry = _CountedOutAround(self.connections, protocol, transport)
             entry.lost = lost
         protocol.connectionLost = entry  # type: ignore[method-assign]
         entry.before = None
@@ -258,22 +254,19 @@ class _CountedOut:
     Stands in for an upgraded protocol's ``connectionLost``: takes it out of
     the site's upgraded connections, then calls the real one. A slotted
     object rather than a closure: it is kept for every upgraded connection
-    (64 bytes, not 450). Extra arguments pass through: Twisted's
+    (72 bytes, not 450). Extra arguments pass through: Twisted's
     H2Connection calls its own connectionLost with _cancelTimeouts=False,
     then the transport calls it again.
-
-    Each site has a subclass of its own (see _Upgraded), whose
-    ``connections`` are the site's.
     """
 
-    __slots__ = ("after", "before", "protocol", "transport")
-    connections: Connections
+    __slots__ = ("after", "before", "connections", "protocol", "transport")
     lost: Any = None
     # Neighbours in the site's list of upgraded connections.
     before: _CountedOut | None
     after: _CountedOut | None
 
-    def __init__(self, protocol: IProtocol, transport: Any) -> None:
+    def __init__(self, connections: Connections, protocol: IProtocol, transport: Any) -> None:
+        self.connections = connections
         self.protocol = protocol
         self.transport = transport
 
