@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import reactor, threads
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.web.resource import Resource
@@ -263,6 +264,26 @@ async def test_theHandlerSeesTheAddressesOfBothEnds(interface: str) -> None:
     assert (request.peer.host, request.peer.port) == client
     assert (request.host.host, request.host.port) == server
     assert request.peer.type == request.host.type == "TCP"
+
+
+@pytest_twisted.ensureDeferred
+async def test_thePeerIsTheTransportsEvenWhenAFactoryGaveTheSiteAnother() -> None:
+    registry = UpgradeRegistry()
+    handler = ScriptedHandler(lambda request, product: Accept(Closer()))
+    registry.register(b"closer", handler)
+    site = UpgradableSite(Page(), registry)
+
+    class Elsewhere(Factory):
+        def buildProtocol(self, addr: Any) -> Any:
+            return site.buildProtocol(IPv4Address("TCP", "192.0.2.9", 9))
+
+    port = await serverFromString(reactor, f"tcp:0:interface={HOST}").listen(Elsewhere())
+    try:
+        client, _ = await inThread(addressesSeen, port.getHost().port)
+    finally:
+        await port.stopListening()
+    peer = handler.requests[0][0].peer
+    assert (peer.host, peer.port) == client
 
 
 class NoDelayCloser(Closer):

@@ -7,6 +7,7 @@ LocalAddresses: a connection's local address, as getHost gives it.
 from __future__ import annotations
 
 import socket
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -122,12 +123,15 @@ def test_otherTransportsGetAnOrdinaryWrite() -> None:
 
 
 async def localAddresses(
-    description: str, connections: int = 2, addresses: LocalAddresses | None = None
+    description: str,
+    connections: int = 2,
+    addresses: LocalAddresses | None = None,
+    prepare: Callable[[Any], None] = lambda port: None,
 ) -> tuple[list[tuple[Any, Any, int]], Any]:
     """
-    For each of ``connections`` to a port listening on ``description``:
-    what LocalAddresses.of gave, what getHost gives, and how many times the
-    transport was asked.
+    For each of ``connections`` to a port listening on ``description``
+    (after ``prepare(port)``): what LocalAddresses.of gave, what getHost
+    gives, and how many times the transport was asked.
     """
     addresses = addresses or LocalAddresses()
     found: list[tuple[Any, Any, int]] = []
@@ -141,6 +145,7 @@ async def localAddresses(
     seen: list[Any] = []
     factory = Factory.forProtocol(lambda: Scripted(script, seen))
     port = await serverFromString(reactor, description).listen(factory)
+    prepare(port)
     host = port.getHost().host
     try:
         for _ in range(connections):
@@ -167,6 +172,41 @@ async def test_aPortBoundToOneAddressGivesItsConnectionsTheirAddressWithoutAskin
 async def test_aPortBoundToEveryAddressLetsEachConnectionBeAsked() -> None:
     found, _ = await localAddresses("tcp:0:interface=0.0.0.0")
     assert [(given == actual, asked) for given, actual, asked in found] == [(True, 1)] * 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_aPortBoundToEveryIPv4AddressThroughIPv6LetsEachConnectionBeAsked() -> None:
+    try:
+        found, _ = await localAddresses("tcp6:0:interface=\\:\\:ffff\\:0.0.0.0")
+    except CannotListenError:
+        pytest.skip("no IPv4-mapped wildcard here")
+    assert [(given == actual, asked) for given, actual, asked in found] == [(True, 1)] * 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_aTransparentProxyPortLetsEachConnectionBeAsked() -> None:
+    # TPROXY: such a port accepts connections to any address, whatever it
+    # is bound to.
+    def transparent(port: Any) -> None:
+        try:
+            port.socket.setsockopt(socket.IPPROTO_IP, 19, 1)  # IP_TRANSPARENT
+        except PermissionError:
+            pytest.skip("setting IP_TRANSPARENT needs CAP_NET_ADMIN")
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("TPROXY is Linux's")
+    found, _ = await localAddresses("tcp:0:interface=127.0.0.1", prepare=transparent)
+    assert [(given == actual, asked) for given, actual, asked in found] == [(True, 1)] * 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_onlySoManyListeningSocketsAreRemembered() -> None:
+    addresses = LocalAddresses()
+    addresses.remembered = 2
+    for _ in range(5):
+        found, _ = await localAddresses("tcp:0:interface=127.0.0.1", 1, addresses)
+        assert found[0][0] == found[0][1]
+    assert 0 < len(addresses._sockets) <= 2
 
 
 @pytest_twisted.ensureDeferred

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import Protocol, connectionDone
@@ -240,8 +241,13 @@ class _NewConnection(Protocol):
         transport = self.transport
         predecided: object = _NOTHING
         if getattr(transport, "negotiatedProtocol", None) != b"h2":
-            # On plain TCP the address the port gave buildProtocol is the peer.
-            peer = self.addr if type(transport) is Server else None
+            # On plain TCP the address given to buildProtocol is the peer's,
+            # unless a factory in between gave another.
+            peer = None
+            if type(transport) is Server:
+                addr = self.addr
+                if type(addr) is IPv4Address and (addr.host, addr.port) == transport.client:
+                    peer = addr
             decided = decideFirst(data, site.registry, site.limits, transport, site,
                                   peer, site._localAddresses)  # fmt: skip
             if decided is not None:

@@ -5,9 +5,11 @@
 # - the 101 goes out in the same reactor turn as the request that asked
 #   for it, when nothing else is queued on a plain TCP connection;
 # - a plain TCP connection's local address is its listening port's, when
-#   that port is bound to one address: no getsockname per upgrade.
+#   that port is bound to one address (on Linux): no getsockname per upgrade.
 from __future__ import annotations
 
+import socket
+import sys
 from ipaddress import ip_address
 from typing import Any
 
@@ -61,12 +63,18 @@ class LocalAddresses:
     The local addresses of plain TCP server connections, learnt once per
     listening port.
 
-    A connection accepted on a port bound to one address (``127.0.0.1``,
-    ``::1``, a host's own address) has that address, so it needs no
-    ``getsockname`` system call of its own (as in nginx); a port bound to
-    every address (``0.0.0.0``, ``::``) does not tell, and its connections
-    are asked, as are other transports (TLS, PROXY, UNIX, in memory).
+    On Linux, a connection accepted on a port bound to one address
+    (``127.0.0.1``, ``::1``, a host's own address) has that address, so it
+    needs no ``getsockname`` system call of its own (as in nginx). The
+    connections of a port bound to every address (``0.0.0.0``, ``::``,
+    ``::ffff:0.0.0.0``) or set up for transparent proxying (TPROXY, which
+    accepts connections to any address), of ports on other systems, and of
+    other transports (TLS, PROXY, UNIX, in memory) are asked, as before.
     """
+
+    #: How many listening sockets are remembered; a site whose ports listen
+    #: again and again forgets them all beyond that, and learns anew.
+    remembered = 64
 
     def __init__(self) -> None:
         # Each listening socket seen (a port that listens again has a new
@@ -82,6 +90,8 @@ class LocalAddresses:
                 if listening in known:
                     bound = known[listening]
                 else:
+                    if len(known) >= self.remembered:
+                        known.clear()
                     bound = known[listening] = _boundAddress(transport.server)
                 # A copy: Twisted's addresses can be changed, and each
                 # request has its own.
@@ -93,14 +103,29 @@ class LocalAddresses:
         return address
 
 
+# Linux's IP_TRANSPARENT and IPV6_TRANSPARENT (not in Python's socket module).
+_TRANSPARENT = ((socket.IPPROTO_IP, 19), (socket.IPPROTO_IPV6, 75))
+
+
 def _boundAddress(port: Any) -> IPv4Address | IPv6Address | None:
-    """``port``'s address if it is bound to one address, else None."""
+    """``port``'s address if all its connections have it, else None."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         address = port.getHost()
-        if isinstance(address, (IPv4Address, IPv6Address)):
-            # A link-local IPv6 address carries its scope after "%".
-            if not ip_address(address.host.partition("%")[0]).is_unspecified:
-                return address
+        if not isinstance(address, (IPv4Address, IPv6Address)):
+            return None
+        # A link-local IPv6 address carries its scope after "%".
+        ip = ip_address(address.host.partition("%")[0])
+        mapped = getattr(ip, "ipv4_mapped", None)
+        if ip.is_unspecified or (mapped is not None and mapped.is_unspecified):
+            return None
+        for level, option in _TRANSPARENT:
+            try:
+                if port.socket.getsockopt(level, option):
+                    return None
+            except OSError:
+                pass  # not an option of this socket's family
     except (OSError, ValueError, AttributeError):
-        pass  # not listening any more, or an address of another kind
-    return None
+        return None  # not listening any more, or an address of another kind
+    return address
