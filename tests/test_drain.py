@@ -94,6 +94,17 @@ def test_aRequestLineStillArrivingIsAnsweredThenClosed() -> None:
     assert fired(drained)
 
 
+def upgradedTo(protocol: Any) -> Server:
+    """A server whose connection switched to ``protocol``, which got a NICK line."""
+    registry = UpgradeRegistry()
+    registry.register(b"IRC/6.9", ScriptedHandler(Accept(protocol)))
+    server = Server(registry=registry)
+    server.send(IRC_REQ + b"NICK a\r\n")
+    assert parseResponses(server.output())[0][0].code == 101
+    assert protocol.data == b"NICK a\r\n"
+    return server
+
+
 def test_aProtocolThatCannotBeTrackedStillSwitchesAndIsNotWaitedFor() -> None:
     @implementer(IProtocol)
     class Slotted:  # its connectionLost cannot be replaced
@@ -109,12 +120,7 @@ def test_aProtocolThatCannotBeTrackedStillSwitchesAndIsNotWaitedFor() -> None:
             pass
 
     protocol = Slotted()
-    registry = UpgradeRegistry()
-    registry.register(b"IRC/6.9", ScriptedHandler(Accept(protocol)))
-    server = Server(registry=registry)
-    server.send(IRC_REQ + b"NICK a\r\n")
-    assert parseResponses(server.output())[0][0].code == 101
-    assert protocol.data == b"NICK a\r\n"
+    server = upgradedTo(protocol)
     assert fired(server.site.drain(10))
 
 
@@ -127,12 +133,7 @@ def test_anUnhashableProtocolIsTrackedAndWaitedFor() -> None:
             RecordingProtocol.__init__(self)
 
     protocol = Unhashable()
-    registry = UpgradeRegistry()
-    registry.register(b"IRC/6.9", ScriptedHandler(Accept(protocol)))
-    server = Server(registry=registry)
-    server.send(IRC_REQ + b"NICK a\r\n")
-    assert parseResponses(server.output())[0][0].code == 101
-    assert protocol.data == b"NICK a\r\n"
+    server = upgradedTo(protocol)
     drained = server.site.drain(10)
     assert not fired(drained)
     server.protocol.connectionLost(DONE)
