@@ -54,7 +54,7 @@ from ._decisions import (
     _PackedHeaders,
     parseFields,
 )
-from ._drain import Connections
+from ._drain import Connections, putBack
 from ._registry import Offers, UpgradeRegistry
 from ._status import reasonPhrase
 from ._tokens import Product, connectionOptions
@@ -155,8 +155,8 @@ class _IdleWatch:
         # Nothing of the watch is left on the protocol, and no timer refers
         # to the watch: no reference cycle outlives the connection.
         self.timer = self.abort = None
-        _putBack(self.protocol, "dataReceived", self.dataReceived, self.received)
-        _putBack(self.protocol, "connectionLost", self.connectionLost, self.lost)
+        putBack(self.protocol, "dataReceived", self.dataReceived, self.received)
+        putBack(self.protocol, "connectionLost", self.connectionLost, self.lost)
         self.lost(reason, *args, **kwargs)
 
     def expired(self) -> None:
@@ -164,24 +164,6 @@ class _IdleWatch:
                   peer=self.transport.getPeer(), seconds=self.seconds)  # fmt: skip
         closeTransport(self.transport)
         self.abort = self.callLater(self.grace, self.transport.abortConnection)
-
-
-def _putBack(protocol: IProtocol, name: str, override: object, original: Any) -> None:
-    """
-    Undo ``setattr(protocol, name, override)``, unless it was replaced since:
-    back to ``original``, or to the class's method when that is what
-    ``original`` was (a protocol's own bound method kept on the protocol
-    would be a reference cycle). Bound methods are compared by equality:
-    each attribute lookup makes a new one.
-    """
-    if getattr(protocol, name, None) != override:
-        return
-    if getattr(original, "__self__", None) is protocol and getattr(
-        original, "__func__", None
-    ) is getattr(type(protocol), name, None):
-        delattr(protocol, name)
-    else:
-        setattr(protocol, name, original)
 
 
 def _discard(data: bytes) -> None:

@@ -36,7 +36,7 @@ class HTTPConnection(Protocol):
         """Serve no request after the current one (close now if none)."""
 
 
-__all__ = ["Connections"]
+__all__ = ["Connections", "ownMethod", "putBack"]
 
 _log = Logger()
 
@@ -198,8 +198,7 @@ class _Upgraded:
         # by vars(protocol): that gives the instance a dict object of its
         # own, 64 bytes more per connection.)
         lost = protocol.connectionLost
-        own = getattr(type(protocol), "connectionLost", None)
-        if getattr(lost, "__self__", None) is protocol and getattr(lost, "__func__", None) is own:
+        if ownMethod(protocol, "connectionLost", lost):
             entry = _CountedOut(self.connections, protocol, transport)
         else:
             entry = _CountedOutAround(self.connections, protocol, transport)
@@ -278,11 +277,7 @@ class _CountedOut:
         # to each other, and a cycle would keep the connection's objects
         # (transport, socket) until the garbage collector ran.
         lost = self.lost
-        if getattr(protocol, "connectionLost", None) is self:
-            if lost is None:
-                del protocol.connectionLost
-            else:
-                protocol.connectionLost = lost  # type: ignore[method-assign]
+        putBack(protocol, "connectionLost", self, lost)
         try:
             if lost is not None:
                 lost(reason, *args, **kwargs)
@@ -296,3 +291,29 @@ class _CountedOutAround(_CountedOut):
     """A _CountedOut for a protocol whose ``connectionLost`` was replaced already."""
 
     __slots__ = ("lost",)
+
+
+# -- a protocol's methods, replaced on the instance and put back ------------
+
+
+def ownMethod(protocol: Any, name: str, value: object) -> bool:
+    """Whether ``value`` is ``protocol``'s own method ``name``, as its class defines it."""
+    return getattr(value, "__self__", None) is protocol and getattr(
+        value, "__func__", None
+    ) is getattr(type(protocol), name, None)
+
+
+def putBack(protocol: Any, name: str, override: object, original: object) -> None:
+    """
+    Undo ``setattr(protocol, name, override)``, unless it was replaced since:
+    back to ``original``, or to the class's method when ``original`` is None
+    or was that method (a protocol's own bound method kept on the protocol
+    would be a reference cycle). Bound methods are compared by equality:
+    each attribute lookup makes a new one.
+    """
+    if getattr(protocol, name, None) != override:
+        return
+    if original is None or ownMethod(protocol, name, original):
+        delattr(protocol, name)
+    else:
+        setattr(protocol, name, original)
