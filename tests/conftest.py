@@ -43,11 +43,31 @@ def logged() -> Iterator[LogCapture]:
         globalLogPublisher.removeObserver(capture)
 
 
+# The test being run, so that requirePeer can check that it is marked.
+_running: list[pytest.Item] = []
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    _running.append(item)
+    try:
+        return (yield)
+    finally:
+        _running.pop()
+
+
 def requirePeer(program: str) -> str:
     """
     The path of an external program a test needs. Missing, it skips the test,
     unless UPGRADABLE_REQUIRE_PEERS=1 (as in CI), where it fails it.
+
+    Call it from the test or from a plain (not async) fixture: pytest-twisted
+    reports a skip raised inside an async fixture as an error. The test must
+    be marked ``@pytest.mark.peers``, so that ``-m peers`` selects every test
+    that needs a program (tests/test_peers.py runs them without any).
     """
+    if _running and _running[-1].get_closest_marker("peers") is None:
+        pytest.fail(f"{_running[-1].nodeid} needs {program}: mark it @pytest.mark.peers")
     path = shutil.which(program)
     if path is None:
         message = f"{program} is not installed"

@@ -218,9 +218,16 @@ def test_badArgumentsRaiseAtOnce() -> None:
 # -- a server nobody here wrote ---------------------------------------------
 
 
+@pytest.fixture
+def nghttpxProgram() -> str:
+    # Looked up in a plain fixture: a skip raised inside pytest-twisted's
+    # async fixture is reported as an error, not a skip.
+    return requirePeer("nghttpx")
+
+
 @pytest_twisted.async_yield_fixture
-async def nghttpx() -> AsyncIterator[int]:
-    program = requirePeer("nghttpx")
+async def nghttpx(nghttpxProgram: str) -> AsyncIterator[int]:
+    program = nghttpxProgram
     backend = await serverFromString(reactor, f"tcp:0:interface={HOST}").listen(
         UpgradableSite(Page(), UpgradeRegistry())
     )

@@ -81,6 +81,7 @@ def ngircd(tmp: Path) -> Iterator[int]:
         process.stderr.close()
 
 
+@pytest.mark.peers
 def test_unmodifiedIRCClientsReachNgircdThroughTunnelAndRelay(tmp_path: Path) -> None:
     with (
         ngircd(tmp_path) as ircPort,

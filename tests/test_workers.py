@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from .conftest import requirePeer
 from .test_twistd import HOST, Twistd, readAll, sigtermWithIRC, twistd, upgradedSocket
 
@@ -124,6 +126,7 @@ def test_workersStopWhenTheMasterDies() -> None:
         waitFor(gone, what="the workers to stop")
 
 
+@pytest.mark.peers
 def test_theProxyProtocolAndTLSWorkInWorkers(certificate: Path) -> None:
     curl = requirePeer("curl")
     key = certificate
