@@ -353,6 +353,78 @@ def test_tlsConnectionsAreDeclined() -> None:
     )
 
 
+def proxiedRequest(**fields: Any) -> Any:
+    """A valid h2c upgrade request, as the handler gets it, with ``fields``."""
+    from twisted.internet.address import IPv4Address
+    from twisted.web.http_headers import Headers
+
+    from upgradable import UpgradeRequest
+
+    headers = Headers({b"http2-settings": [CURL_SETTINGS], b"host": [b"x"]})
+    peer = IPv4Address("TCP", "127.0.0.1", 1)
+    site = h2cServer().site
+    return UpgradeRequest(b"GET", b"/", b"/", b"HTTP/1.1", headers, b"", (b"h2c",),
+                          peer, peer, secure=False, site=site, **fields)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "field",
+    [b"Forwarded", b"Via", b"X-Forwarded-For", b"X-Forwarded-Host", b"X-Forwarded-Proto",
+     b"X-Real-IP", b"x-forwarded-for"],
+)  # fmt: skip
+def test_aRequestWithAFieldThatProxiesAddIsDeclined(field: bytes) -> None:
+    """The proxy that added it could not see the HTTP/2 streams that would
+    follow, so a rule it enforces by path would hold for stream 1 only."""
+    request = proxiedRequest()
+    assert type(H2CHandler().upgrade(request, b"h2c")).__name__ == "Accept"
+    request.headers.setRawHeaders(field, [b"127.0.0.1"])
+    assert type(H2CHandler().upgrade(request, b"h2c")).__name__ == "Decline"
+    assert type(H2CHandler(allowBehindProxy=True).upgrade(request, b"h2c")).__name__ == "Accept"
+
+
+def test_aRequestThatCameOverThePROXYProtocolIsDeclined() -> None:
+    request = proxiedRequest(proxyProtocol=True)
+    assert type(H2CHandler().upgrade(request, b"h2c")).__name__ == "Decline"
+    assert type(H2CHandler(allowBehindProxy=True).upgrade(request, b"h2c")).__name__ == "Accept"
+
+
+def proxyServer(allowBehindProxy: bool = False) -> tuple[Any, Any]:
+    """An h2c site behind an in-memory PROXY protocol wrapper, as a
+    ``haproxy:`` endpoint builds it; its protocol and transport."""
+    from twisted.internet.testing import StringTransport
+    from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
+
+    from upgradable import UpgradableSite
+
+    registry = UpgradeRegistry()
+    registry.register(b"h2c", H2CHandler(allowBehindProxy))
+    protocol = HAProxyWrappingFactory(
+        UpgradableSite(EchoRequestResource(), registry)
+    ).buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+PROXY_V1 = b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 8081\r\n"
+
+
+@pytest.mark.parametrize("second", [False, True], ids=["first-request", "second-request"])
+@pytest.mark.parametrize("allowed", [False, True], ids=["default", "allowBehindProxy"])
+def test_h2cOverThePROXYProtocolIsAnsweredInHTTP11(second: bool, allowed: bool) -> None:
+    """Through a PROXY protocol connection h2c is declined, whether the
+    upgrade is the first request (the fast path) or a later one; with
+    allowBehindProxy it switches."""
+    protocol, transport = proxyServer(allowed)
+    before = b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n" if second else b""
+    protocol.dataReceived(PROXY_V1 + before + h2cRequest())
+    responses, rest = parseResponses(transport.value())
+    codes = [r.code for r in responses]
+    assert codes == [200] * second + ([101] if allowed else [200]), transport.value()
+    if not allowed:
+        assert responses[-1].body == b"GET / b''" and rest == b""
+
+
 def test_h2TokenIsNeverAnUpgrade() -> None:
     server = h2cServer()
     server.send(h2cRequest().replace(b"Upgrade: h2c", b"Upgrade: h2"))

@@ -608,3 +608,63 @@ async def test_h2cIsNotOfferedOverTLS(certificate: Path) -> None:
         assert out.endswith(b"GET /a b''")
     finally:
         await port.stopListening()
+
+
+def tlsExchange(port: int, secure: bool) -> tuple[bytes, bytes, bytes]:
+    """On one connection: an h2c offer first (the fast path's case), a plain
+    GET, then an h2c offer again (the usual path's); what came back for
+    each, up to the first 101 (after which nothing more is sent)."""
+    offer = (
+        b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+        b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAQAAAAIAAAAA\r\n\r\n"
+    )
+    answers = []
+    with connect(port, secure) as sock:
+        for request in (offer, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n", offer):
+            sock.sendall(request)
+            data = b""
+            while True:
+                responses, _ = parseResponses(data)
+                if responses:
+                    break
+                chunk = sock.recv(65536)
+                assert chunk, data
+                data += chunk
+            answers.append(data)
+            if responses[0].code == 101:
+                break
+    return answers[0], answers[-2] if len(answers) > 1 else b"", answers[-1]
+
+
+@pytest_twisted.ensureDeferred
+async def test_aTLSConnectionNeverAdvertisesNorSwitchesToH2c(certificate: Path) -> None:
+    """RFC 9113 §3.1: h2c is for cleartext. Over a real TLS socket, with a
+    handler for h2c that would accept anything, an h2c offer is answered in
+    HTTP/1.1, first request or later, and the Upgrade field of ordinary
+    answers lists the other protocols only; over TCP the same site
+    advertises h2c and switches to it."""
+    registry = UpgradeRegistry()
+    registry.register(b"h2c", EchoFactory())
+    registry.register(b"HTTP/2.0", EchoFactory())
+    site = UpgradableSite(Page(), registry, advertise=True)
+    for secure in (True, False):
+        description = (
+            f"ssl:0:interface={HOST}:privateKey={certificate}"
+            if secure
+            else (f"tcp:0:interface={HOST}")
+        )
+        port = await serverFromString(reactor, description).listen(site)
+        try:
+            first, plain, last = await inThread(tlsExchange, port.getHost().port, secure)
+        finally:
+            await port.stopListening()
+        answers = [parseResponses(data)[0] for data in (first, plain, last)]
+        if not secure:
+            assert [r.code for r in answers[0]] == [101]
+            assert answers[0][0].header(b"upgrade") == [b"h2c"]
+            continue
+        assert [[r.code for r in responses] for responses in answers] == [[200]] * 3, answers
+        for [response] in answers:
+            assert response.body == b"plain page\n"
+            assert response.tokens(b"upgrade") == [b"http/2.0"], response
+            assert b"upgrade" in response.tokens(b"connection")

@@ -230,3 +230,17 @@ def test_healthCheckSaysOkThen503WhileDraining(tmp_path) -> None:
 def test_noHealthPathMeansNoHealthCheck() -> None:
     site = next(iter(makeService(parse("--health-path", "")))).factory
     assert isinstance(site.resource, WelcomePage)
+
+
+@pytest.mark.parametrize(("args", "allowed"), [((), False), (("--h2c-behind-proxy",), True)])
+def test_h2cBehindAProxyIsRefusedUnlessTheOperatorOptsIn(
+    args: tuple[str, ...], allowed: bool
+) -> None:
+    """--h2c-behind-proxy reaches the h2c plugin's handler; without it, h2c
+    requests that came through a proxy are declined."""
+    from upgradable.protocols.h2c import H2CHandler
+
+    site = next(iter(makeService(parse("--protocol", "h2c", *args)))).factory
+    handler = site.registry.lookup((b"h2c", None))
+    assert isinstance(handler, H2CHandler)
+    assert handler.allowBehindProxy is allowed

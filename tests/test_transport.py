@@ -22,7 +22,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.tcp import Server
 from twisted.internet.testing import StringTransport
 
-from upgradable._transport import LocalAddresses, writeNow
+from upgradable._transport import LocalAddresses, throughProxyProtocol, writeNow
 
 
 class Scripted(Protocol):
@@ -243,3 +243,48 @@ async def test_aPortThatListensAgainOnAnotherNumberIsLearntAgain() -> None:
 def test_otherTransportsAreAsked() -> None:
     transport = StringTransport(hostAddress=IPv4Address("TCP", "192.0.2.1", 80))
     assert LocalAddresses().of(transport) == IPv4Address("TCP", "192.0.2.1", 80)
+
+
+def sendAndClose(port: int, data: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        sock.recv(1)  # until the server closes
+
+
+@pytest.mark.parametrize(
+    ("description", "expected"),
+    [("haproxy:tcp:0:interface=127.0.0.1", True), ("tcp:0:interface=127.0.0.1", False)],
+)
+@pytest_twisted.ensureDeferred
+async def test_aPROXYProtocolConnectionIsRecognised(description: str, expected: bool) -> None:
+    """Guards the private HAProxyProtocolWrapper: the transport that a real
+    haproxy: endpoint gives its protocol is one, a plain TCP one is not."""
+    seen: list[bool] = []
+
+    class Recording(Protocol):
+        def dataReceived(self, data: bytes) -> None:
+            seen.append(throughProxyProtocol(self.transport))
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+    port = await serverFromString(reactor, description).listen(Factory.forProtocol(Recording))
+    try:
+        await threads.deferToThread(
+            sendAndClose, port.getHost().port, b"PROXY TCP4 192.0.2.7 127.0.0.1 1 2\r\nhello"
+        )
+    finally:
+        await port.stopListening()
+    assert seen == [expected]
+
+
+def test_aPROXYProtocolConnectionIsRecognisedUnderAnotherWrapper() -> None:
+    """TLS (or any ProtocolWrapper) over the PROXY protocol: still seen."""
+    from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
+    from twisted.protocols.policies import WrappingFactory
+
+    inner = WrappingFactory(Factory.forProtocol(Protocol))
+    outer = HAProxyWrappingFactory(inner).buildProtocol(None)
+    outer.makeConnection(StringTransport())
+    outer.dataReceived(b"PROXY TCP4 192.0.2.7 127.0.0.1 1 2\r\n")
+    innermost = outer.wrappedProtocol.wrappedProtocol
+    assert throughProxyProtocol(innermost.transport)
+    assert not throughProxyProtocol(StringTransport())

@@ -57,8 +57,8 @@ from ._decisions import (
 from ._drain import Connections, putBack
 from ._registry import Offers, UpgradeRegistry
 from ._status import reasonPhrase
-from ._tokens import Product, connectionOptions
-from ._transport import LocalAddresses, closeTransport, writeNow
+from ._tokens import CLEARTEXT_ONLY, Product, connectionOptions, parseProduct
+from ._transport import LocalAddresses, closeTransport, throughProxyProtocol, writeNow
 from .interfaces import IUpgradeHandler
 
 __all__ = ["SwitchedRequest", "UpgradableHTTPChannel", "UpgradeLimits"]
@@ -295,7 +295,9 @@ class UpgradableHTTPChannel(HTTPChannel):
                 limit is not None
                 and self.length is not None
                 and self.length > limit
-                and offersFor(self.registry, self._command, self._version, fields)[1]
+                and offersFor(self.registry, self._command, self._version, fields, self.isSecure())[
+                    1
+                ]
             ):
                 self._respondError(413)
                 return
@@ -365,7 +367,8 @@ class UpgradableHTTPChannel(HTTPChannel):
                 self._stopDeadline()
             super().allContentReceived()
             return
-        offered, offers = offersFor(self.registry, self._command, self._version, fields)
+        secure = self.isSecure()
+        offered, offers = offersFor(self.registry, self._command, self._version, fields, secure)
         if not offers:
             self._stopDeadline()
             super().allContentReceived()
@@ -398,8 +401,9 @@ class UpgradableHTTPChannel(HTTPChannel):
             offered=offered,
             peer=request.client,
             host=request.host,
-            secure=self.isSecure(),
+            secure=secure,
             site=getattr(self, "site", None),
+            proxyProtocol=throughProxyProtocol(self.transport),
         )
         self._tryOffers(request, upgradeRequest, offers, 0)
 
@@ -738,9 +742,13 @@ class UpgradableHTTPChannel(HTTPChannel):
             if b"close" not in options and not headers.hasHeader(b"upgrade"):
                 # RFC 9110 §7.8: advertise in any other response; the
                 # upgrade option keeps intermediaries from forwarding it.
-                headers.setRawHeaders(b"Upgrade", [b", ".join(self.registry.products())])
-                if b"upgrade" not in options:
-                    headers.setRawHeaders(b"Connection", [*connection, b"Upgrade"])
+                products = self.registry.products()
+                if self.isSecure():
+                    products = [p for p in products if not _cleartextOnly(p)]
+                if products:
+                    headers.setRawHeaders(b"Upgrade", [b", ".join(products)])
+                    if b"upgrade" not in options:
+                        headers.setRawHeaders(b"Connection", [*connection, b"Upgrade"])
         super().writeHeaders(version, code, reason, headers)
 
 
@@ -753,14 +761,25 @@ def _full(limits: UpgradeLimits) -> bool:
     return limit is not None and limits.upgraded >= limit
 
 
+def _cleartextOnly(product: bytes) -> bool:
+    """Whether ``product`` names a protocol over cleartext only (h2c)."""
+    parsed = parseProduct(product)
+    return parsed is not None and parsed.key in CLEARTEXT_ONLY
+
+
 def offersFor(
-    registry: UpgradeRegistry, command: bytes, version: bytes, fields: dict[bytes, list[bytes]]
+    registry: UpgradeRegistry,
+    command: bytes,
+    version: bytes,
+    fields: dict[bytes, list[bytes]],
+    secure: bool = False,
 ) -> Offers:
     """
     The valid products a request offered (as sent), and those of them
     ``registry`` could switch to with their handlers, in the client's order;
     both empty when the request may not switch at all. ``fields`` are the
-    request's header fields by canonical name (``Headers._rawHeaders``).
+    request's header fields by canonical name (``Headers._rawHeaders``); on
+    a ``secure`` (TLS) connection no cleartext-only product (h2c) is served.
     """
     if version != b"HTTP/1.1" or not registry:
         # RFC 9110 §7.8: a server MUST ignore Upgrade in HTTP/1.0.
@@ -772,7 +791,12 @@ def offersFor(
     # without it passed an intermediary that should have dropped it.
     if b"upgrade" not in connectionOptions(fields.get(b"Connection", ())):
         return _NO_OFFERS
-    return registry.offers(upgrade)
+    offers = registry.offers(upgrade)
+    if secure and any(product.key in CLEARTEXT_ONLY for product, _ in offers[1]):
+        # RFC 9113 §3.1: h2c never runs over TLS, whatever its handler says.
+        served = tuple(offer for offer in offers[1] if offer[0].key not in CLEARTEXT_ONLY)
+        return offers[0], served
+    return offers
 
 
 def decideFirst(
@@ -827,7 +851,8 @@ def decideFirst(
         or b"Expect" in raw
     ):
         return None
-    offered, offers = offersFor(registry, command, version, raw)
+    secure = ISSLTransport.providedBy(transport)
+    offered, offers = offersFor(registry, command, version, raw, secure)
     if not offers:
         return None
     # The field lines as they arrived: a protocol that keeps the request
@@ -843,9 +868,10 @@ def decideFirst(
         offered,
         transport.getPeer() if peer is None else peer,
         transport.getHost() if local is None else local.of(transport),
-        ISSLTransport.providedBy(transport),
+        secure,
         site,
         None,
+        throughProxyProtocol(transport),
     )
     product, handler = offers[0]
     return upgradeRequest, product, _ask(handler, upgradeRequest, product), data[end + 4 :]

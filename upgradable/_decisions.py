@@ -45,6 +45,9 @@ class UpgradeRequest:
     :ivar avatarId: who the client authenticated as, when the server checked
         credentials before asking this handler (``twistd upgradable --auth``);
         else None.
+    :ivar proxyProtocol: whether the connection came through the PROXY
+        protocol (an ``haproxy:`` endpoint), i.e. from a proxy: ``peer`` and
+        ``host`` are the addresses its header named.
     """
 
     method: bytes
@@ -59,6 +62,7 @@ class UpgradeRequest:
     secure: bool
     site: Any = None
     avatarId: bytes | str | None = None
+    proxyProtocol: bool = False
 
 
 # The frozen dataclass's __init__ sets each field through object.__setattr__,
@@ -82,12 +86,13 @@ def _newRequest(
     secure: bool,
     site: Any,
     avatarId: bytes | str | None,
+    proxyProtocol: bool = False,
 ) -> UpgradeRequest:
     """``UpgradeRequest(...)`` with every field given, made faster."""
     request: UpgradeRequest = _new(UpgradeRequest)
     (
         setMethod, setUri, setPath, setVersion, setHeaders, setBody,
-        setOffered, setPeer, setHost, setSecure, setSite, setAvatarId,
+        setOffered, setPeer, setHost, setSecure, setSite, setAvatarId, setProxyProtocol,
     ) = _SETTERS  # fmt: skip
     setMethod(request, method)
     setUri(request, uri)
@@ -101,6 +106,7 @@ def _newRequest(
     setSecure(request, secure)
     setSite(request, site)
     setAvatarId(request, avatarId)
+    setProxyProtocol(request, proxyProtocol)
     return request
 
 
@@ -237,6 +243,7 @@ def keepable(request: UpgradeRequest) -> UpgradeRequest:
         request.secure,
         request.site,
         request.avatarId,
+        request.proxyProtocol,
     )
 
 

@@ -17,6 +17,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 __all__ = [
+    "CLEARTEXT_ONLY",
     "REMEMBERED",
     "Product",
     "connectionOptions",
@@ -30,6 +31,12 @@ __all__ = [
 # RFC 9110 §5.6.2: tchar.
 _TCHAR_BYTES = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _OWS = b" \t"
+
+# The comparison keys of products that name a protocol over cleartext only:
+# never offered, advertised or switched to on a TLS connection. RFC 9113
+# §3.1 (RFC 7540 §3.2, §3.3): "h2c" is HTTP/2 over cleartext TCP; over TLS,
+# HTTP/2 is "h2", negotiated by ALPN and never by Upgrade.
+CLEARTEXT_ONLY = frozenset([(b"h2c", None)])
 
 
 class Product(NamedTuple):

@@ -5,7 +5,9 @@
 # - the 101 goes out in the same reactor turn as the request that asked
 #   for it, when nothing else is queued on a plain TCP connection;
 # - a plain TCP connection's local address is its listening port's, when
-#   that port is bound to one address (on Linux): no getsockname per upgrade.
+#   that port is bound to one address (on Linux): no getsockname per upgrade;
+# - a connection that came through the PROXY protocol says so (it came from
+#   a proxy, which may enforce rules of its own).
 from __future__ import annotations
 
 import socket
@@ -17,7 +19,30 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IAddress
 from twisted.internet.tcp import Server
 
-__all__ = ["LocalAddresses", "closeTransport", "writeNow"]
+# Private in Twisted (checked on 26.10): the transport that a
+# haproxy: endpoint gives its protocols; tests/test_transport.py fails
+# if haproxy: endpoints stop giving it.
+from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
+
+__all__ = ["LocalAddresses", "closeTransport", "throughProxyProtocol", "writeNow"]
+
+# How many wrapping transports are looked through (TLS over PROXY, PROXY
+# over TLS, a test's wrapper): more than any real stack has.
+_WRAPPERS = 4
+
+
+def throughProxyProtocol(transport: Any) -> bool:
+    """
+    Whether ``transport`` (or a transport it wraps) is a PROXY protocol
+    connection, as ``haproxy:`` endpoints make: its peer is a proxy.
+    """
+    for _ in range(_WRAPPERS):
+        if type(transport) is Server or transport is None:
+            return False
+        if isinstance(transport, HAProxyProtocolWrapper):
+            return True
+        transport = getattr(transport, "transport", None)
+    return False
 
 
 def closeTransport(transport: Any) -> None:

@@ -57,6 +57,13 @@ class Options(usage.Options, AuthOptionMixin):
             "List the enabled protocols in an Upgrade field on ordinary responses (the default).",
         ],
         ["no-advertise", None, "Do not advertise the protocols on ordinary responses."],
+        [
+            "h2c-behind-proxy",
+            None,
+            "Let requests that came through a proxy (PROXY protocol, Forwarded, Via, "
+            "X-Forwarded-*, X-Real-IP) upgrade to h2c: only behind a proxy that enforces "
+            "no rule by path, which h2c streams would bypass.",
+        ],
     ]
     optParameters = [
         [

@@ -18,6 +18,14 @@ Decisions where the RFC leaves room:
   forwards the field, and nghttpx upgrades in that case too.
 * ``h2c`` is refused on TLS connections (RFC 7540 §3.3: TLS uses ALPN ``h2``,
   which Twisted already serves), and ``h2`` is never an upgrade token.
+* ``h2c`` is refused, by default, on requests that came through a proxy: a
+  PROXY protocol connection, or a request carrying a field that proxies add
+  (``Forwarded``, ``Via``, ``X-Forwarded-*``, ``X-Real-IP``). After the
+  switch the client's later requests are HTTP/2 streams the proxy cannot
+  read, so a rule the proxy enforces by path (``deny /admin``) would hold
+  for the first request only: h2c smuggling. ``allowBehindProxy`` (twistd:
+  ``--h2c-behind-proxy``) lets them upgrade, for a proxy that enforces no
+  such rule.
 * A request body (curl sends one with ``--http2 -d``) becomes stream 1's
   request body; it has been read in full over HTTP/1.1 before the switch.
 """
@@ -32,6 +40,7 @@ from typing import Any
 from h2.errors import ErrorCodes
 from h2.events import RequestReceived
 from twisted.internet.interfaces import ITCPTransport
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web._http2 import H2Connection
 from zope.interface import implementer
@@ -40,7 +49,9 @@ from .._decisions import Accept, Decision, Decline, UpgradeRequest
 from .._transport import closeTransport
 from ..interfaces import IGoingAway, IUpgradeHandler
 
-__all__ = ["H2CHandler", "decodeSettings", "makeHandler"]
+__all__ = ["H2CHandler", "cameThroughProxy", "decodeSettings", "makeHandler"]
+
+_log = Logger()
 
 # RFC 7540 §6.5.2 identifiers and their bounds.
 _ENABLE_PUSH = 0x2
@@ -65,6 +76,34 @@ _NOT_FORWARDED = frozenset(
         b"content-length",
     ]
 )
+
+
+# Fields that proxies add to the requests they forward: RFC 7239
+# (Forwarded), RFC 9110 §7.6.3 (Via), and the de facto X-Forwarded-For,
+# -Host, -Proto (HAProxy's option forwardfor, nginx's usual config) and
+# X-Real-IP (nginx).
+_FORWARDING = (
+    b"forwarded",
+    b"via",
+    b"x-forwarded-for",
+    b"x-forwarded-host",
+    b"x-forwarded-proto",
+    b"x-real-ip",
+)
+
+
+def cameThroughProxy(request: UpgradeRequest) -> bool:
+    """
+    Whether ``request`` came through a proxy: over the PROXY protocol, or
+    with a field that proxies add (``Forwarded``, ``Via``,
+    ``X-Forwarded-For``, ``X-Forwarded-Host``, ``X-Forwarded-Proto``,
+    ``X-Real-IP``). A client may send such a field itself; it then only
+    loses h2c, which is the safe side.
+    """
+    if request.proxyProtocol:
+        return True
+    headers = request.headers
+    return any(headers.hasHeader(name) for name in _FORWARDING)
 
 
 def decodeSettings(value: bytes) -> bytes | None:
@@ -187,12 +226,27 @@ class H2CHandler:
     Switches ``Upgrade: h2c`` requests to HTTP/2, served by the same site.
 
     Register it for ``b"h2c"``. It declines (so the request is answered in
-    HTTP/1.1) on TLS connections and when ``HTTP2-Settings`` is missing,
-    repeated or invalid.
+    HTTP/1.1) on TLS connections, when ``HTTP2-Settings`` is missing,
+    repeated or invalid, and, unless ``allowBehindProxy``, when the request
+    came through a proxy (see :func:`cameThroughProxy`).
+
+    :param allowBehindProxy: upgrade requests that came through a proxy
+        too. Only safe when the proxy enforces no rule by path or by
+        request: after the switch it sees HTTP/2 frames, not requests.
     """
+
+    def __init__(self, allowBehindProxy: bool = False) -> None:
+        self.allowBehindProxy = allowBehindProxy
 
     def upgrade(self, request: UpgradeRequest, product: bytes) -> Decision:
         if request.secure or request.site is None:
+            return Decline()
+        if not self.allowBehindProxy and cameThroughProxy(request):
+            _log.info(
+                "Declined h2c from {peer}: the request came through a proxy, which "
+                "could not see the requests that follow (--h2c-behind-proxy allows it)",
+                peer=request.peer,
+            )
             return Decline()
         values = request.headers.getRawHeaders(b"http2-settings")
         if values is None or len(values) != 1:
@@ -204,5 +258,5 @@ class H2CHandler:
 
 
 def makeHandler(options: Any) -> H2CHandler:
-    """The ``h2c`` plugin's handler."""
-    return H2CHandler()
+    """The ``h2c`` plugin's handler (``--h2c-behind-proxy`` lets proxied requests upgrade)."""
+    return H2CHandler(allowBehindProxy=bool(options.get("h2c-behind-proxy")))
