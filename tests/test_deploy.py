@@ -134,13 +134,38 @@ def backends(*args: str) -> Iterator[list[Backend]]:
         yield started
 
 
-def fromDocs(name: str, addresses: dict[str, str]) -> str:
-    """The docs file with each of its addresses replaced, each found exactly once."""
+# What an operator adds to each docs file: a rule by path at the proxy.
+DENY_ADMIN = {
+    "haproxy.cfg": ("    default_backend be_upgradable\n",
+                    "    http-request deny if { path_beg /admin }\n"),
+    "nginx.conf": ("    location / {\n", "    location /admin { return 403; }\n"),
+}  # fmt: skip
+# The line of each docs file that keeps h2c from passing through the proxy.
+STRIP_H2C = {
+    "haproxy.cfg": "    http-request del-header upgrade if { req.hdr(upgrade) -i h2c }\n",
+    "nginx.conf": '    "~*(^|,)[ \\t]*h2c[ \\t]*(,|$)"    "";\n',
+}
+
+
+def fromDocs(name: str, addresses: dict[str, str], denyAdmin: bool = False,
+             stripH2c: bool = True) -> str:  # fmt: skip
+    """The docs file with each of its addresses replaced, each found exactly
+    once; with the operator's ``deny /admin`` rule added, and (to show what
+    it is for) without the line that strips h2c, if asked."""
     text = (DEPLOY / name).read_text()
     for old, new in addresses.items():
         pattern = re.escape(old) + r"\b"
         assert len(re.findall(pattern, text)) == 1, f"{old} is not in {name} exactly once"
         text = re.sub(pattern, new, text)
+    edits = []
+    if denyAdmin:
+        before, rule = DENY_ADMIN[name]
+        edits.append((before, rule + before))
+    if not stripH2c:
+        edits.append((STRIP_H2C[name], ""))
+    for old, new in edits:
+        assert text.count(old) == 1, f"{old!r} is not in {name} exactly once"
+        text = text.replace(old, new)
     return text
 
 
@@ -153,7 +178,7 @@ class Proxy:
 
 
 @contextmanager
-def haproxy(tmp: Path, apps: list[Backend]) -> Iterator[Proxy]:
+def haproxy(tmp: Path, apps: list[Backend], **edits: bool) -> Iterator[Proxy]:
     program = requirePeer("haproxy")
     port = freePort()
     config = tmp / "haproxy.cfg"
@@ -165,6 +190,7 @@ def haproxy(tmp: Path, apps: list[Backend]) -> Iterator[Proxy]:
                 APP1: f"{HOST}:{apps[0].proxyPort}",
                 APP2: f"{HOST}:{apps[1].proxyPort}",
             },
+            **edits,
         )
     )
     process = Process([program, "-f", str(config), "-db"])
@@ -180,7 +206,7 @@ def haproxy(tmp: Path, apps: list[Backend]) -> Iterator[Proxy]:
 
 
 @contextmanager
-def nginxIn(tmp: Path, upstreams: list[int]) -> Iterator[tuple[Process, int]]:
+def nginxIn(tmp: Path, upstreams: list[int], **edits: bool) -> Iterator[tuple[Process, int]]:
     """nginx with the docs snippet, its two upstream servers on these ports."""
     program = requirePeer("nginx")
     port = freePort()
@@ -195,6 +221,7 @@ def nginxIn(tmp: Path, upstreams: list[int]) -> Iterator[tuple[Process, int]]:
                 APP1: f"{HOST}:{upstreams[0]}",
                 APP2: f"{HOST}:{upstreams[1]}",
             },
+            **edits,
         )
     )
     # The main config a distribution would provide, with every path under
@@ -220,8 +247,8 @@ def nginxIn(tmp: Path, upstreams: list[int]) -> Iterator[tuple[Process, int]]:
 
 
 @contextmanager
-def nginx(tmp: Path, apps: list[Backend]) -> Iterator[Proxy]:
-    with nginxIn(tmp, [app.plainPort for app in apps]) as (process, port):
+def nginx(tmp: Path, apps: list[Backend], **edits: bool) -> Iterator[Proxy]:
+    with nginxIn(tmp, [app.plainPort for app in apps], **edits) as (process, port):
         # No active health checks in nginx: ready once it answers.
         assert plainGet(port, "/").startswith(b"HTTP/1.1 200 ")
         yield Proxy("nginx", process, port, apps)
@@ -355,28 +382,33 @@ def test_echoReturnsOneMebibyteByteExact(proxy: Proxy) -> None:
         assert echoes(sock, os.urandom(1 << 20))
 
 
-def test_curlUpgradesToH2c(proxy: Proxy) -> None:
-    """curl's h2c upgrade goes through: a 101, then the answer to its
-    request over HTTP/2 (stream 1)."""
+def test_curlsH2cUpgradeIsAnsweredInHTTP11(proxy: Proxy) -> None:
+    """The proxy does not pass h2c on (the backend's HTTP/2 streams would
+    escape its rules): curl's ``--http2`` request gets the welcome page in
+    HTTP/1.1, with no 101, and no backend switched to h2c."""
     curl = requirePeer("curl")
+    before = [upgrades(app, "h2c") for app in proxy.backends]
     out = subprocess.run(
         [curl, "-si", "--http2", f"http://{HOST}:{proxy.port}/"],
         capture_output=True, timeout=30, check=True,
     ).stdout  # fmt: skip
-    assert out.startswith(b"HTTP/1.1 101 "), out[:300]
-    assert b"\r\n\r\nHTTP/2 200" in out
-    assert b"Upgrade: IRC/6.9" in out  # the welcome page, read over HTTP/2
+    assert out.startswith(b"HTTP/1.1 200 "), out[:300]
+    assert b"\r\n\r\nHTTP/2 " not in out  # no second head, as after a switch
+    assert b"IRC/6.9" in out  # the welcome page
+    assert [upgrades(app, "h2c") for app in proxy.backends] == before
 
 
-def test_nghttpUpgradesToH2c(proxy: Proxy) -> None:
+def test_nghttpsH2cUpgradeFailsAndIsAnsweredInHTTP11(proxy: Proxy) -> None:
+    """nghttp's h2c upgrade through the proxy fails (no 101), and the page
+    comes back in HTTP/1.1 instead."""
     nghttp = requirePeer("nghttp")
     done = subprocess.run(
         [nghttp, "-uv", f"http://{HOST}:{proxy.port}/"],
         capture_output=True, timeout=30, text=True,
     )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "HTTP Upgrade success" in done.stdout
-    assert ":status: 200" in done.stdout
+    assert "HTTP Upgrade success" not in done.stdout, done.stdout
+    assert "HTTP Upgrade failed" in done.stderr, done.stdout + done.stderr
+    assert "IRC/6.9" in done.stdout  # the welcome page
 
 
 def test_websocketsLibraryEchoesTextAndBinary(proxy: Proxy) -> None:
@@ -490,20 +522,28 @@ def fields(head: bytes) -> dict[str, str]:
     }
 
 
+H2C_OFFERS = ["h2c", "H2C", "foo/1 ,h2c , bar"]
+
+
 def test_nginxPassesTheClientsConnectionListOnlyWhenUpgrading(tmp_path: Path) -> None:
-    """What the backend receives from nginx: curl's h2c request with its
-    ``Connection: Upgrade, HTTP2-Settings`` intact (nginx alone would send
-    ``upgrade``), a browser's ``keep-alive, Upgrade`` likewise, and a plain
-    request with no Connection field at all (keep-alive upstream), whatever
-    the client asked of nginx. Every one is HTTP/1.1 with the client's Host
-    and address."""
+    """What the backend receives from nginx: a browser's ``Connection:
+    keep-alive, Upgrade`` intact (nginx alone would send ``upgrade``), an
+    IRC/6.9 offer likewise, and a plain request with no Connection field at
+    all (keep-alive upstream), whatever the client asked of nginx. Every one
+    is HTTP/1.1 with the client's Host and address. A request that offers
+    h2c, in any case or place in the list, arrives with neither Upgrade nor
+    Connection: as a plain request."""
     requests = {
-        "h2c": "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
-        "HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n",
         "firefox": "Connection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n"
         "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+        "irc": "Connection: Upgrade\r\nUpgrade: IRC/6.9\r\n",
         "plain": "Connection: close\r\n",
     }
+    for index, offer in enumerate(H2C_OFFERS):
+        requests[f"h2c {index}"] = (
+            f"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: {offer}\r\n"
+            "HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
+        )
     with recorder() as (upstream, heads), nginxIn(tmp_path, [upstream, upstream]) as (_, port):
         for extra in requests.values():
             with socket.create_connection((HOST, port), timeout=10) as sock:
@@ -514,17 +554,18 @@ def test_nginxPassesTheClientsConnectionListOnlyWhenUpgrading(tmp_path: Path) ->
         while len(heads) < len(requests):
             assert time.monotonic() < deadline, heads
             time.sleep(0.05)
-    h2c, firefox, plain = (fields(head) for head in heads)
+    firefox, irc, plain, *h2c = (fields(head) for head in heads)
     assert all(head.startswith(b"GET /x HTTP/1.1\r\n") for head in heads)
-    for received in (h2c, firefox, plain):
+    for received in (firefox, irc, plain, *h2c):
         assert received["host"] == f"{HOST}:{port}"
         assert received["x-forwarded-for"] == received["x-real-ip"] == HOST
-    assert h2c["connection"] == "Upgrade, HTTP2-Settings"
-    assert h2c["upgrade"] == "h2c"
-    assert h2c["http2-settings"] == "AAMAAABkAAQCAAAAAAIAAAAA"
     assert firefox["connection"] == "keep-alive, Upgrade"
     assert firefox["upgrade"] == "websocket"
+    assert irc["connection"] == "Upgrade"
+    assert irc["upgrade"] == "IRC/6.9"
     assert "connection" not in plain and "upgrade" not in plain
+    for received in h2c:
+        assert "connection" not in received and "upgrade" not in received, received
 
 
 @pytest.mark.parametrize("start", [haproxy, nginx], ids=["haproxy", "nginx"])
@@ -620,3 +661,150 @@ def test_theBuiltInIRCServerThroughTheProxy(
                 received += chunk
         assert b":token-42" in received
         assert sum(upgrades(app, "IRC/6.9") for app in apps) == 1
+
+
+# -- h2c smuggling ------------------------------------------------------------
+#
+# An operator denies /admin at the proxy. A client that could switch a
+# connection to h2c would send its next requests as HTTP/2 streams, which the
+# proxy relays as opaque tunnel bytes: /admin/secret on stream 3 would reach
+# the backend unchecked. Two layers stop it: the docs configs strip h2c, and
+# the backend refuses h2c from a proxy (PROXY protocol, X-Forwarded-For)
+# unless run with --h2c-behind-proxy. Each layer alone is enough; with
+# neither, the attack works (the last test shows it, so that the others
+# cannot pass for want of a working attack).
+
+SECRET = b"the backend's /admin/secret, which the proxy denies"
+PROXIES = {"haproxy": haproxy, "nginx": nginx}
+
+
+@pytest.fixture(scope="module")
+def siteWithAdmin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A --path directory: / is public, /admin/secret holds SECRET."""
+    root = tmp_path_factory.mktemp("site")
+    (root / "index.html").write_bytes(b"public\n")
+    (root / "admin").mkdir()
+    (root / "admin" / "secret").write_bytes(SECRET)
+    return root
+
+
+def smuggle(port: int, offer: bytes = b"h2c") -> tuple[bytes, bytes | None]:
+    """
+    Through the proxy: offer h2c on ``GET /`` (with the ``h2`` library's
+    HTTP2-Settings) and, if the connection switches, request
+    ``/admin/secret`` on stream 3. The head of the answer to ``GET /``, and
+    stream 3's status and body (None when there was no switch).
+    """
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    settings = conn.initiate_upgrade_connection()
+    authority = f"{HOST}:{port}".encode()
+    with socket.create_connection((HOST, port), timeout=10) as sock:
+        sock.sendall(
+            b"GET / HTTP/1.1\r\nHost: " + authority + b"\r\n"
+            b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: " + offer + b"\r\n"
+            b"HTTP2-Settings: " + settings + b"\r\n\r\n"
+        )
+        head = readHead(sock)
+        if not head.startswith(b"HTTP/1.1 101 "):
+            return head, None
+        request = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", authority),
+                   (b":path", b"/admin/secret")]  # fmt: skip
+        conn.send_headers(3, request, end_stream=True)
+        status, body = b"", b""
+        while True:
+            sock.sendall(conn.data_to_send())
+            data = sock.recv(65536)
+            if not data:
+                return head, b"closed " + status + b" " + body
+            for event in conn.receive_data(data):
+                if getattr(event, "stream_id", None) != 3:
+                    if isinstance(event, h2.events.ConnectionTerminated):
+                        return head, b"GOAWAY " + status + b" " + body
+                elif isinstance(event, h2.events.ResponseReceived):
+                    status = dict(event.headers)[b":status"]
+                elif isinstance(event, h2.events.DataReceived):
+                    body += event.data
+                    conn.acknowledge_received_data(event.flow_controlled_length, 3)
+                elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
+                    return head, status + b" " + body
+
+
+def curlTwoURLs(port: int) -> bytes:
+    """``curl --http2`` fetching / and then /admin/secret on one connection
+    (after a switch, the second goes as an HTTP/2 stream)."""
+    curl = requirePeer("curl")
+    base = f"http://{HOST}:{port}"
+    return subprocess.run(
+        [curl, "-si", "--http2", f"{base}/", f"{base}/admin/secret"],
+        capture_output=True, timeout=30, check=True,
+    ).stdout  # fmt: skip
+
+
+@contextmanager
+def guarded(kind: str, tmp: Path, site: Path, stripH2c: bool, backendRefuses: bool
+            ) -> Iterator[Proxy]:  # fmt: skip
+    """The docs config of ``kind`` with ``deny /admin`` added, in front of
+    two backends that serve ``site``."""
+    extra = [] if backendRefuses else ["--h2c-behind-proxy"]
+    with (
+        backends("--path", str(site), *extra) as apps,
+        PROXIES[kind](tmp, apps, denyAdmin=True, stripH2c=stripH2c) as proxy,
+    ):
+        yield proxy
+
+
+@pytest.mark.parametrize("kind", sorted(PROXIES))
+@pytest.mark.parametrize(
+    ("stripH2c", "backendRefuses"),
+    [(True, True), (True, False), (False, True)],
+    ids=["as-shipped", "proxy-layer-only", "backend-layer-only"],
+)
+def test_h2cCannotSmuggleARequestPastTheProxysDenyRule(
+    kind: str, stripH2c: bool, backendRefuses: bool, tmp_path: Path, siteWithAdmin: Path
+) -> None:
+    """With ``deny /admin`` at the proxy, an h2c upgrade of ``/`` is answered
+    in HTTP/1.1 (no 101), whatever the spelling of the offer, so no stream 3
+    ever asks the backend for /admin/secret; curl's second URL gets the
+    proxy's 403; so does a plain GET /admin/secret. Either layer alone (the
+    config's stripping, the backend's refusal) is enough."""
+    with guarded(kind, tmp_path, siteWithAdmin, stripH2c, backendRefuses) as proxy:
+        for offer in H2C_OFFERS:
+            head, stream3 = smuggle(proxy.port, offer.encode())
+            assert head.startswith(b"HTTP/1.1 200 "), (offer, head)
+            assert stream3 is None
+        out = curlTwoURLs(proxy.port)
+        assert SECRET not in out
+        assert out.startswith(b"HTTP/1.1 200 ") and b"\r\n\r\nHTTP/2" not in out, out[:300]
+        assert re.search(rb"\nHTTP/1\.1 403 ", out), out
+        assert plainGet(proxy.port, "/admin/secret").startswith(b"HTTP/1.1 403 ")
+        for app in proxy.backends:
+            assert "/admin" not in app.log()
+            assert upgrades(app, "h2c") == 0
+        if not stripH2c:  # the backends saw the offers, and said why they declined
+            expected = len(H2C_OFFERS) + 1  # the h2 client's, and curl's
+            deadline = time.monotonic() + 10
+            while (declined := sum(app.log().count("Declined h2c from")
+                                   for app in proxy.backends)) < expected:  # fmt: skip
+                assert time.monotonic() < deadline, declined
+                time.sleep(0.05)
+            assert declined == expected
+
+
+@pytest.mark.parametrize("kind", sorted(PROXIES))
+def test_withNeitherLayerH2cSmugglesARequestPastTheDenyRule(
+    kind: str, tmp_path: Path, siteWithAdmin: Path
+) -> None:
+    """The attack is real: with the stripping line taken out of the config
+    and the backend run with --h2c-behind-proxy, stream 3 gets /admin/secret
+    straight from the backend, past the proxy's rule (which still answers
+    403 to the same request in HTTP/1.1)."""
+    with guarded(kind, tmp_path, siteWithAdmin, stripH2c=False, backendRefuses=False) as proxy:
+        head, stream3 = smuggle(proxy.port)
+        assert head.startswith(b"HTTP/1.1 101 "), head
+        assert stream3 == b"200 " + SECRET
+        assert SECRET in curlTwoURLs(proxy.port)
+        assert plainGet(proxy.port, "/admin/secret").startswith(b"HTTP/1.1 403 ")
