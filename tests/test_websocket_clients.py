@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,8 @@ from .test_integration import (
     readExactly,
     readUntilClosed,
 )
-from .test_websocket import WS_HELLO_MASKED, WS_REQ
+from .test_websocket import WS_CLOSE_MASKED, WS_HELLO_MASKED, WS_REQ
+from .test_wsframes import FINAL_ENDINGS, DeflatingClient, afterFinalBlocks
 
 NODE_PEERS = Path(__file__).resolve().parent / "node"
 
@@ -302,3 +304,143 @@ async def test_aBrokenFrameOverARealSocketGetsItsCloseCodeAndTheClose(
     finally:
         await port.stopListening()
     assert reply[0] == 0x88 and int.from_bytes(reply[2:4], "big") == code
+
+
+# -- messages after a final deflate block, over a real socket --------------------
+
+DEFLATE_OFFERS = [
+    b"permessage-deflate",
+    b"permessage-deflate; client_no_context_takeover",
+    b"permessage-deflate; server_no_context_takeover",
+    b"permessage-deflate; client_no_context_takeover; server_no_context_takeover",
+]
+
+
+def readServerFrame(sock: Any) -> tuple[int, bool, bytes]:
+    """One unmasked frame from the server: opcode, RSV1 and payload."""
+    first, second = readExactly(sock, 2)
+    length = second & 0x7F
+    if length == 126:
+        length = int.from_bytes(readExactly(sock, 2), "big")
+    elif length == 127:
+        length = int.from_bytes(readExactly(sock, 8), "big")
+    assert first & 0x80, "the server's frames are final"
+    return first & 0x0F, bool(first & 0x40), readExactly(sock, length)
+
+
+def deflateEchoes(port: int, offer: bytes, messages: list[bytes]) -> tuple[bytes, list[str]]:
+    """
+    Offer ``offer``, send the frames of ``messages``, and inflate the
+    server's echoes as a client would (RFC 7692 §7.2.2).
+    """
+    answer = b""
+    echoes: list[str] = []
+    with connect(port) as sock:
+        sock.sendall(
+            WS_REQ.replace(b"\r\n\r\n", b"\r\nSec-WebSocket-Extensions: " + offer + b"\r\n\r\n")
+        )
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            head += readExactly(sock, 1)
+        assert head.startswith(b"HTTP/1.1 101 "), head
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"sec-websocket-extensions:"):
+                answer = line.split(b":", 1)[1].strip()
+        sock.sendall(b"".join(messages))
+        inflater = zlib.decompressobj(-15)
+        for _ in messages:
+            opcode, compressed, payload = readServerFrame(sock)
+            assert opcode == 0x1 and compressed
+            if b"server_no_context_takeover" in answer:
+                inflater = zlib.decompressobj(-15)
+            echoes.append(inflater.decompress(payload + b"\x00\x00\xff\xff").decode("utf-8"))
+        sock.sendall(WS_CLOSE_MASKED)
+        readUntilClosed(sock)
+    return answer, echoes
+
+
+@pytest.mark.parametrize(
+    "offer", DEFLATE_OFFERS, ids=["takeover", "client-no", "server-no", "both-no"]
+)
+@pytest.mark.parametrize("fragmented", [False, True], ids=["whole", "fragmented"])
+@pytest.mark.parametrize("ending", FINAL_ENDINGS)
+@pytest_twisted.ensureDeferred
+async def test_messagesAfterAFinalDeflateBlockInflateOverARealSocket(
+    ending: str, fragmented: bool, offer: bytes
+) -> None:
+    """
+    A client that ends messages with a final deflate block (RFC 7692
+    §7.2.3.4), with context takeover or without, whole or in fragments,
+    has every later message inflated and echoed, empty ones included.
+    """
+    client = DeflatingClient(noContext=b"client_no_context_takeover" in offer)
+    sent = afterFinalBlocks(ending)
+    messages = [client.message(text, how, fragmented) for text, how in sent]
+    port = await listen()
+    try:
+        answer, echoes = await inThread(deflateEchoes, port.getHost().port, offer, messages)
+    finally:
+        await port.stopListening()
+    assert answer == offer  # both parameters echoed (RFC 7692 §7.1.1)
+    assert echoes == [text for text, _ in sent]
+
+
+def finishingDeflate() -> Any:
+    """
+    websockets' permessage-deflate for a client that ends every message
+    with a final block (zlib's Z_FINISH) and so starts a new stream for the
+    next, as clients on platforms without a sync flush do (RFC 7692 §7.2.3.4).
+    """
+    from websockets.extensions.permessage_deflate import (
+        ClientPerMessageDeflateFactory,
+        PerMessageDeflate,
+    )
+    from websockets.frames import Frame, Opcode
+
+    class FinishingDeflate(PerMessageDeflate):
+        def encode(self, frame: Frame) -> Frame:
+            if frame.opcode not in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
+                return frame
+            if frame.opcode is not Opcode.CONT:
+                self.encoder = zlib.compressobj(wbits=-self.local_max_window_bits)
+            flush = zlib.Z_FINISH if frame.fin else zlib.Z_SYNC_FLUSH
+            data = self.encoder.compress(frame.data) + self.encoder.flush(flush)
+            return Frame(frame.opcode, data, frame.fin, frame.opcode is not Opcode.CONT)
+
+    class FinishingFactory(ClientPerMessageDeflateFactory):
+        def process_response_params(self, params: Any, accepted: Any) -> PerMessageDeflate:
+            made = super().process_response_params(params, accepted)
+            return FinishingDeflate(
+                made.remote_no_context_takeover,
+                made.local_no_context_takeover,
+                made.remote_max_window_bits,
+                made.local_max_window_bits,
+            )
+
+    return FinishingFactory()
+
+
+def websocketsFinishingEveryMessage(url: str) -> list[Any]:
+    from websockets.sync.client import connect as wsConnect
+
+    sent: list[str | bytes] = ["first", "", "second", "second", b"\x00" * 70_000, "fifth"]
+    with wsConnect(url, compression=None, extensions=[finishingDeflate()], open_timeout=10) as ws:
+        answer = ws.response.headers.get("Sec-WebSocket-Extensions")
+        for message in sent:
+            ws.send(message)
+        ws.send(iter(["frag", "ment", "ed"]))
+        received = [ws.recv(timeout=10) for _ in range(len(sent) + 1)]
+    return [answer, received == [*sent, "fragmented"], [m[:20] for m in received]]
+
+
+@pytest_twisted.ensureDeferred
+async def test_websocketsClientEndingEveryMessageWithAFinalBlockIsUnderstood() -> None:
+    """The websockets library, sending each message as a finished deflate stream."""
+    port = await listen()
+    try:
+        url = f"ws://{HOST}:{port.getHost().port}/"
+        answer, same, received = await inThread(websocketsFinishingEveryMessage, url)
+    finally:
+        await port.stopListening()
+    assert answer.startswith("permessage-deflate")
+    assert same, received

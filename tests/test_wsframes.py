@@ -11,7 +11,7 @@ import zlib
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMessage
@@ -25,6 +25,7 @@ from upgradable.protocols._wsframes import (
     TEXT,
     Deflate,
     FrameParser,
+    _Fail,
     acceptToken,
     closePayload,
     frame,
@@ -323,8 +324,24 @@ def wsprotoOutcome(data: bytes, deflate: bool) -> list[tuple[int, Any]]:
 HEADER_FIRST = "1002, header first"
 
 
+class EndedStreamsFail(Deflate):
+    """
+    Deflate with wsproto's answer to a message after one that ended its
+    deflate stream, the one place where the two differ on purpose: wsproto
+    fails it with 1007, ours inflates it with a new inflater (tested above).
+    """
+
+    __slots__ = ()
+
+    def inflate(self, payload: bytes, first: bool, final: bool, room: int) -> bytes:
+        ended = self._decompressor is not None and self._decompressor.eof
+        if first and ended:
+            raise _Fail(1007, "compressed data after the end of the deflate stream")
+        return super().inflate(payload, first, final, room)
+
+
 def ourOutcome(reads: list[bytes], deflate: bool) -> list[tuple[int, Any]]:
-    events = parse(*reads, maxMessageSize=1 << 30, deflate=Deflate() if deflate else None)
+    events = parse(*reads, maxMessageSize=1 << 30, deflate=EndedStreamsFail() if deflate else None)
     # wsproto reports a failure as the close it sends, and no code as 1005.
     outcome = [
         (CLOSE, 1005 if value[0] is None else value[0]) if kind in (CLOSE, FAIL) else (kind, value)
@@ -349,6 +366,11 @@ def sameOutcome(ours: list[tuple[int, Any]], wsprotos: list[tuple[int, Any]]) ->
 
 
 @settings(max_examples=1500, deadline=None)
+@example(  # an empty final block, then a message: where wsproto and ours differ
+    frames=[clientFrame(b"\x03\x00", rsv=0x40), clientFrame(b"\x00", rsv=0x40)],
+    deflate=True,
+    cuts=[3],
+)
 @given(
     frames=st.lists(frames(), min_size=1, max_size=8),
     deflate=st.booleans(),
@@ -392,17 +414,117 @@ def test_messagesWsprotosClientSendsArriveWhole(
     assert events == [(TEXT if isinstance(m, str) else BINARY, m) for m, _ in messages]
 
 
-def test_aMessageEndingItsDeflateStreamEndsTheContext() -> None:
-    """RFC 7692 §7.2.3.4: a final block ends the stream; nothing can continue it."""
-    compressor = zlib.compressobj(wbits=-15)
-    ended = compressor.compress(b"last words") + compressor.flush(zlib.Z_FINISH)
-    parser = FrameParser(1 << 20, Deflate())
-    assert parser.receive(clientFrame(ended, rsv=0x40)) == [(TEXT, "last words")]
-    assert failCode(parser.receive(clientFrame(b"\x00", rsv=0x40))) == 1007
-    # Without context takeover every message starts a stream of its own.
-    parser = FrameParser(1 << 20, Deflate(clientNoContext=True))
-    events = parser.receive(clientFrame(ended, rsv=0x40) + clientFrame(ended, rsv=0x40))
-    assert events == [(TEXT, "last words")] * 2
+# How a client may end a compressed message: a sync flush with its tail taken
+# off (RFC 7692 §7.2.1), or a final block (§7.2.3.4), which ends the stream:
+# in the same frame, in a frame of its own, as a stored block (§7.2.3.3), or
+# followed by the one 0x00 octet of the RFC's example.
+FINAL_ENDINGS = ["final", "final-own-frame", "stored-final", "rfc-pad"]
+
+
+def storedFinalBlock(data: bytes) -> bytes:
+    """A final stored block (RFC 1951 §3.2.4), valid where a stream is byte-aligned."""
+    return (
+        b"\x01"
+        + len(data).to_bytes(2, "little")
+        + (~len(data) & 0xFFFF).to_bytes(2, "little")
+        + data
+    )
+
+
+class DeflatingClient:
+    """
+    A client's side of permessage-deflate built on zlib: one raw deflate
+    stream kept from message to message (context takeover) unless
+    ``noContext``, and a new one after any message that ended its stream.
+    """
+
+    def __init__(self, noContext: bool = False) -> None:
+        self.noContext = noContext
+        self.compressor: Any = None
+
+    def payloads(self, data: bytes, ending: str) -> list[bytes]:
+        """One message's compressed payload, in the pieces that go in frames of their own."""
+        if self.compressor is None or self.noContext:
+            self.compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+        compressor = self.compressor
+        if ending == "sync":
+            out = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+            return [out.removesuffix(b"\x00\x00\xff\xff") or b"\x00"]
+        self.compressor = None  # the final block ends the stream
+        if ending == "final":
+            return [compressor.compress(data) + compressor.flush(zlib.Z_FINISH)]
+        if ending == "final-own-frame":
+            synced = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+            return [synced, compressor.flush(zlib.Z_FINISH)]
+        if ending == "stored-final":
+            # After a sync flush (or at the start) the stream is byte-aligned.
+            return [compressor.flush(zlib.Z_SYNC_FLUSH) + storedFinalBlock(data)]
+        assert ending == "rfc-pad"
+        return [compressor.compress(data) + compressor.flush(zlib.Z_FINISH) + b"\x00"]
+
+    def message(self, text: str, ending: str, fragmented: bool = False, mask: Any = None) -> bytes:
+        """One text message's frames; ``fragmented`` cuts each piece in two."""
+        pieces = self.payloads(text.encode("utf-8"), ending)
+        if fragmented:
+            pieces = [
+                half
+                for piece in pieces
+                for half in (piece[: len(piece) // 2], piece[len(piece) // 2 :])
+            ]
+        build = mask or clientFrame
+        out = b""
+        for index, piece in enumerate(pieces):
+            first, last = index == 0, index == len(pieces) - 1
+            out += build(piece, TEXT if first else 0, fin=last, rsv=0x40 if first else 0)
+        return out
+
+
+def afterFinalBlocks(ending: str) -> list[tuple[str, str]]:
+    """Messages with final blocks among them: an empty one after one, a
+    message that refers back into the new stream, an empty final one."""
+    return [
+        ("first words", ending),
+        ("", "sync"),
+        ("again and again", "sync"),
+        ("again and again", "sync"),
+        ("last of a stream", ending),
+        ("", ending),
+        ("a new stream once more", "sync"),
+    ]
+
+
+@pytest.mark.parametrize("noContext", [False, True], ids=["takeover", "no-takeover"])
+@pytest.mark.parametrize("fragmented", [False, True], ids=["whole", "fragmented"])
+@pytest.mark.parametrize("ending", FINAL_ENDINGS)
+def test_theMessageAfterOneThatEndsItsDeflateStreamInflates(
+    ending: str, fragmented: bool, noContext: bool
+) -> None:
+    """RFC 7692 §7.2.3.4: a final block ends the stream; the next message starts another."""
+    client = DeflatingClient(noContext)
+    sent = afterFinalBlocks(ending)
+    data = b"".join(client.message(text, how, fragmented) for text, how in sent)
+    deflate = Deflate(clientNoContext=noContext)
+    assert parse(data, deflate=deflate) == [(TEXT, text) for text, _ in sent]
+    deflate = Deflate(clientNoContext=noContext)
+    assert parse(*chunks(data, range(0, len(data), 3)), deflate=deflate) == [
+        (TEXT, text) for text, _ in sent
+    ]
+
+
+def test_aNewStreamCannotReachBackIntoTheEndedOne() -> None:
+    """
+    The inflater for a stream begun after a final block starts with an empty
+    window (RFC 1951 §3.2: no distance refers past the start of a stream),
+    so a message that refers back into the ended stream fails with 1007.
+    """
+    text = b"a sentence long enough to be referred back to"
+    first = zlib.compressobj(wbits=-15)
+    ended = first.compress(text) + first.flush(zlib.Z_FINISH)
+    reaching = zlib.compressobj(wbits=-15, zdict=text)
+    back = (reaching.compress(text) + reaching.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    events = parse(clientFrame(ended, rsv=0x40) + clientFrame(back, rsv=0x40), deflate=Deflate())
+    assert events[0] == (TEXT, text.decode())
+    assert failCode(events) == 1007
 
 
 def test_bytesAfterTheFinalBlockFailRatherThanVanish() -> None:

@@ -166,15 +166,18 @@ class Deflate:
         _Fail with 1009 past that, or 1007 when the data is not deflate.
 
         A client may end a message with a final block (BFINAL, RFC 7692
-        §7.2.3.4), which ends its deflate stream. With context takeover no
-        later message can continue that stream, so one that tries fails
-        with 1007, as wsproto's does; bytes after the final block inside a
-        message fail the same way rather than being dropped.
+        §7.2.3.4), which ends its deflate stream: the next message starts a
+        new stream, read by a new inflater, with or without context
+        takeover (no distance refers past the start of a stream, RFC 1951
+        §3.2; wsproto
+        fails it with 1007 and websockets returns it empty). Bytes after the
+        final block inside one message fail with 1007 rather than being
+        dropped.
         """
         decompressor = self._decompressor
-        if decompressor is None:
+        if decompressor is None or (first and decompressor.eof):
             decompressor = self._decompressor = zlib.decompressobj(-15)
-        elif decompressor.eof and (first or payload):
+        elif decompressor.eof and payload:
             raise _Fail(INVALID_PAYLOAD, "compressed data after the end of the deflate stream")
         if final:
             payload += _TAIL
