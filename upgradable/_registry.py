@@ -7,6 +7,7 @@
 # the wrong kind) raise at registration, never on a live connection.
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 
 from twisted.internet.interfaces import IProtocol, IProtocolFactory
@@ -88,10 +89,17 @@ class UpgradeRegistry:
             after this many seconds without a byte from the client (off by
             default; it costs one call per read).
         :raises ValueError: ``product`` is not a valid product, or is
-            registered already.
-        :raises TypeError: ``handler`` is neither kind.
+            registered already; ``idleTimeout`` is not positive and finite.
+        :raises TypeError: ``product`` is neither bytes nor str, ``handler``
+            is neither kind, or ``idleTimeout`` is not a number.
+
+        Everything is checked before anything changes: a call that raises
+        (a factory's ``doStart`` included, when the registry's factories
+        are started) leaves the registry as it was.
         """
-        raw = product.encode("ascii") if isinstance(product, str) else product
+        # Validate everything, then change state: a call that raises leaves
+        # the registry as it was (and starts no factory).
+        raw = _productBytes(product)
         parsed = parseProduct(raw)
         if parsed is None:
             raise ValueError(
@@ -107,26 +115,35 @@ class UpgradeRegistry:
             resolved: IUpgradeHandler = handler
         elif IProtocolFactory.providedBy(handler):
             resolved = FactoryHandler(handler)
-            self._factories.append(handler)
-            if self._started:
-                handler.doStart()
         else:
             raise TypeError(f"{handler!r} provides neither IUpgradeHandler nor IProtocolFactory")
+        if idleTimeout is not None:
+            if isinstance(idleTimeout, bool) or not isinstance(idleTimeout, (int, float)):
+                raise TypeError(f"idleTimeout must be a number of seconds, not {idleTimeout!r}")
+            if not 0 < idleTimeout < math.inf:
+                raise ValueError(f"idleTimeout must be positive and finite, not {idleTimeout!r}")
+        if isinstance(resolved, FactoryHandler):
+            if self._started:
+                resolved.factory.doStart()  # if it raises, nothing has changed
+            self._factories.append(resolved.factory)
         self._handlers[parsed.key] = resolved
         self._products[parsed.key] = raw
         self._offers.clear()
         if idleTimeout is not None:
-            if idleTimeout <= 0:
-                raise ValueError(f"idleTimeout must be positive, not {idleTimeout!r}")
             self._idleTimeouts[parsed.key] = idleTimeout
 
     def unregister(self, product: bytes | str) -> None:
         """
-        Stop serving ``product``.
+        Stop serving ``product``. A protocol factory registered for it is
+        stopped (``doStop``) if the registry's factories are started; if
+        that raises, the product is unregistered all the same.
 
         :raises KeyError: it is not registered.
         """
-        raw = product.encode("ascii") if isinstance(product, str) else product
+        try:
+            raw = _productBytes(product)
+        except (TypeError, ValueError):
+            raise KeyError(product) from None
         parsed = parseProduct(raw)
         if parsed is None or parsed.key not in self._handlers:
             raise KeyError(product)
@@ -161,6 +178,8 @@ class UpgradeRegistry:
         known = self._offers.get(key)
         if known is not None:
             return known
+        if isinstance(upgrade, (bytes, str)) or not all(isinstance(v, bytes) for v in key):
+            raise TypeError(f"offers takes the Upgrade field's lines as bytes, not {upgrade!r}")
         offered = parseUpgrade(key)
         served: list[tuple[Product, IUpgradeHandler]] = []
         for product in offered:
@@ -205,16 +224,47 @@ class UpgradeRegistry:
         port does for its factory. :class:`~upgradable.UpgradableSite` calls
         this when it starts.
         """
-        if not self._started:
-            self._started = True
+        if self._started:
+            return
+        started: list[IProtocolFactory] = []
+        try:
             for factory in self._factories:
                 factory.doStart()
+                started.append(factory)
+        except BaseException:
+            # All or none: stop those already started, and stay stopped.
+            for factory in reversed(started):
+                factory.doStop()
+            raise
+        self._started = True
 
     def stopFactories(self) -> None:
         """
-        Call ``doStop`` on every registered protocol factory.
+        Call ``doStop`` on every registered protocol factory. When one
+        raises, the others are stopped all the same and the first error is
+        raised after.
         """
-        if self._started:
-            self._started = False
-            for factory in self._factories:
+        if not self._started:
+            return
+        self._started = False
+        failure: BaseException | None = None
+        for factory in self._factories:
+            try:
                 factory.doStop()
+            except Exception as error:
+                failure = failure or error
+        if failure is not None:
+            raise failure
+
+
+def _productBytes(product: object) -> bytes:
+    """A product as bytes: bytes as they are, str only if it is ASCII."""
+    if isinstance(product, bytes):
+        return product
+    if not isinstance(product, str):
+        raise TypeError(f"a protocol product is bytes or str, not {product!r}")
+    if not product.isascii():
+        raise ValueError(
+            f"{product!r} is not a protocol product: products are ASCII tokens (RFC 9110 §7.8)"
+        )
+    return product.encode("ascii")
