@@ -6,6 +6,7 @@ server nobody here wrote (nghttpx's h2c upgrade).
 
 from __future__ import annotations
 
+import math
 import signal
 import socket
 import subprocess
@@ -23,10 +24,11 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate
 from twisted.internet.task import deferLater
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
 from upgradable import Accept, Reject, UpgradableSite, UpgradeRegistry
-from upgradable.client import UpgradeFailed, UpgradeTimeout, upgrade
+from upgradable.client import UpgradeFailed, UpgradeTimeout, _requestHead, upgrade
 from upgradable.protocols.echo import EchoFactory
 
 from .conftest import requirePeer
@@ -215,6 +217,109 @@ def test_badArgumentsRaiseAtOnce() -> None:
         upgrade(reactor, "http://x/", [b"IRC/"], Factory.forProtocol(Collector))
 
 
+def sentBy(**arguments: Any) -> tuple[MemoryReactorClock, bytes]:
+    """What ``upgrade`` writes to the connection it makes, over a memory reactor."""
+    clock = MemoryReactorClock()
+    call = {"url": "http://127.0.0.1:8080/", "protocols": [b"IRC/6.9"], **arguments}
+    upgrade(clock, factory=Factory.forProtocol(Collector), **call)
+    assert len(clock.tcpClients) == 1
+    transport = StringTransport()
+    clock.tcpClients[0][2].buildProtocol(None).makeConnection(transport)
+    return clock, transport.value()
+
+
+def test_theRequestIsWhatTheCallerAskedFor() -> None:
+    """Fields in order, Connection options merged, Upgrade and Host the client's own."""
+    _, sent = sentBy(
+        url=b"http://127.0.0.1:8080/chat/room?x=1&y=%0D%0A#fragment",
+        protocols=[b"IRC/6.9", b"echo"],
+        headers=[
+            (b"X-Trace", b"abc def"),
+            (b"Connection", b"HTTP2-Settings"),
+            (b"HTTP2-Settings", b"AAMAAABkAAQAAP__"),
+            (b"Upgrade", b"other"),
+            (b"Host", b"elsewhere"),
+        ],
+        credentials=("user", "pass:word"),
+        method=b"OPTIONS",
+    )
+    assert sent == (
+        b"OPTIONS /chat/room?x=1&y=%0D%0A HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
+        b"X-Trace: abc def\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n"
+        b"Authorization: Basic dXNlcjpwYXNzOndvcmQ=\r\n"
+        b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: IRC/6.9, echo\r\n\r\n"
+    )
+
+
+def test_hostsAreWrittenAsTheHostFieldWantsThem() -> None:
+    """IPv6 literals in brackets, international names in IDNA (RFC 9110 §7.2)."""
+    assert b"\r\nHost: [::1]:81\r\n" in sentBy(url="http://[::1]:81/")[1]
+    _, _, _, _, head = _requestHead("http://bücher.example/", [b"x"], None, None, b"GET")
+    assert b"\r\nHost: xn--bcher-kva.example\r\n" in head
+
+
+BAD_ARGUMENTS = [
+    # The URL: urlsplit would drop CR, LF and tab unseen.
+    ({"url": "http://127.0.0.1/a\r\nX-Injected: 1"}, ValueError, "'\\r'"),
+    ({"url": "http://127.0.0.1/a\nb"}, ValueError, "'\\n'"),
+    ({"url": "http://127.0.0.1/a\tb"}, ValueError, "'\\t'"),
+    ({"url": "http://127.0.0.1/a b"}, ValueError, "' '"),
+    ({"url": "http://127.0.0.1/a\x00b"}, ValueError, "'\\x00'"),
+    ({"url": "http://127.0.0.1/a\x7fb"}, ValueError, "'\\x7f'"),
+    ({"url": "http://127.0.0.1/caf\u00e9"}, ValueError, "'/café'"),
+    ({"url": b"http://127.0.0.1/caf\xc3\xa9"}, ValueError, "caf\\xc3"),
+    ({"url": 'http://a"b/'}, ValueError, "'a\"b'"),
+    ({"url": "http://" + "\u00e4" * 70 + "/"}, ValueError, "not a valid host name"),
+    ({"url": "http://127.0.0.1:99999/"}, ValueError, "99999"),
+    # The method.
+    ({"method": b"GET / HTTP/1.1\r\nX-Injected: 1\r\n\r\nGET"}, ValueError, "X-Injected"),
+    ({"method": b""}, ValueError, "b''"),
+    ({"method": "GET"}, TypeError, "'GET'"),
+    # Header names (tokens, RFC 9110 §5.1) and values (RFC 9110 §5.5).
+    ({"headers": [(b"X-A\r\nX-Injected", b"1")]}, ValueError, "X-Injected"),
+    ({"headers": [(b"X A", b"1")]}, ValueError, "b'X A'"),
+    ({"headers": [(b"", b"1")]}, ValueError, "b''"),
+    ({"headers": [(b"X-A", b"1\r\nX-Injected: 1")]}, ValueError, "b'X-A'"),
+    ({"headers": [(b"X-A", b"1\nX-Injected: 1")]}, ValueError, "b'X-A'"),
+    ({"headers": [(b"X-A", b"1\x00")]}, ValueError, "b'X-A'"),
+    ({"headers": [("X-A", "1")]}, TypeError, "'X-A'"),
+    ({"headers": [(b"Connection", b"a b")]}, ValueError, "b'a b'"),
+    ({"headers": [(b"Content-Length", b"5")]}, ValueError, "Content-Length"),
+    ({"headers": [(b"transfer-encoding", b"chunked")]}, ValueError, "transfer-encoding"),
+    # Products: tokens, with an optional /version.
+    ({"protocols": [b"IRC/6.9", b"IRC/"]}, ValueError, "b'IRC/'"),
+    ({"protocols": [b"a\r\nX-Injected: 1"]}, ValueError, "X-Injected"),
+    ({"protocols": [b"IRC/6.9/1"]}, ValueError, "b'IRC/6.9/1'"),
+    ({"protocols": []}, ValueError, "one or more"),
+    ({"protocols": b"websocket"}, TypeError, "b'websocket'"),
+    ({"protocols": ["websocket"]}, TypeError, "'websocket'"),
+    # Credentials (RFC 7617 §2) and the time allowed.
+    ({"credentials": ("a:b", "c")}, ValueError, "b'a:b'"),
+    ({"timeout": 0}, ValueError, "0"),
+    ({"timeout": math.nan}, ValueError, "nan"),
+    ({"timeout": math.inf}, ValueError, "inf"),
+    ({"timeout": "5"}, TypeError, "'5'"),
+]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "named"),
+    BAD_ARGUMENTS,
+    ids=[f"{next(iter(a))}-{i}" for i, (a, _, _) in enumerate(BAD_ARGUMENTS)],
+)
+def test_aBadArgumentRaisesNamingItBeforeAnythingIsSent(
+    arguments: dict[str, Any], error: type[Exception], named: str
+) -> None:
+    """No CR or LF of the caller's can end a field early: the call raises, connects nothing."""
+    clock = MemoryReactorClock()
+    call = {"url": "http://127.0.0.1:8080/", "protocols": [b"IRC/6.9"], **arguments}
+    with pytest.raises(error) as raised:
+        upgrade(clock, factory=Factory.forProtocol(Collector), **call)
+    assert named in str(raised.value)
+    clock.advance(60)
+    assert clock.tcpClients == [] and clock.getDelayedCalls() == []
+
+
 # -- a server nobody here wrote ---------------------------------------------
 
 
@@ -310,8 +415,6 @@ async def test_refusalsWithoutContentLengthEndWithoutWaitingForTheClose(
 
 
 def test_timeoutWhileConnectingIsAnUpgradeTimeout() -> None:
-    from twisted.internet.testing import MemoryReactorClock
-
     clock = MemoryReactorClock()
     d = upgrade(clock, "http://127.0.0.1:9/", [b"x"], Factory.forProtocol(Collector), timeout=5)
     failures: list[Failure] = []

@@ -9,6 +9,7 @@ hand the connection to a protocol of yours.
 
 from __future__ import annotations
 
+import math
 from base64 import b64encode
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,7 +32,8 @@ from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
-from ._tokens import connectionOptions, parseProduct, parseUpgrade
+from ._decisions import _checkHeaders
+from ._tokens import connectionOptions, isToken, parseProduct, parseUpgrade, splitList
 
 __all__ = [
     "UpgradeFailed",
@@ -252,6 +254,118 @@ def _parseHead(head: bytes) -> tuple[int, Headers]:
     return int(parts[1]), headers
 
 
+# RFC 3986 §3.2.2: what a reg-name may hold (unreserved, sub-delims and
+# percent-encoding), which is also what the Host field may (RFC 9110 §7.2).
+_REG_NAME = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=%"
+)
+# Fields this client writes itself, and the framing of a body it never sends
+# (RFC 9112 §6: a Content-Length would make the server read the new
+# protocol's first bytes as a body).
+_NOT_FROM_CALLER = frozenset([b"content-length", b"transfer-encoding"])
+
+
+def _requestHead(
+    url: str | bytes,
+    protocols: Sequence[bytes],
+    headers: Sequence[tuple[bytes, bytes]] | None,
+    credentials: tuple[str | bytes, str | bytes] | None,
+    method: bytes,
+) -> tuple[bool, str, int, list[bytes], bytes]:
+    """
+    Check what a caller of :func:`upgrade` supplies, and build the request
+    from it: whether it is ``https``, the host and port to connect to, the
+    products offered, and the request's head. Nothing the caller gives reaches the wire unchecked,
+    so that no CR or LF in it can end a field or the head early.
+
+    :raises ValueError: a value that cannot be sent, named in the message.
+    :raises TypeError: a value of the wrong type.
+    """
+    if isinstance(url, bytes):
+        try:
+            url = url.decode("ascii")
+        except UnicodeDecodeError:
+            raise ValueError(f"the URL {url!r} is not ASCII: percent-encode it") from None
+    if not isinstance(url, str):
+        raise TypeError(f"the URL must be str or bytes, not {url!r}")
+    # urlsplit quietly drops tabs, CRs and LFs; a request line has no room
+    # for controls or spaces (RFC 9112 §3.2), so any of them is refused.
+    bad = next((c for c in url if c <= " " or c == "\x7f"), None)
+    if bad is not None:
+        raise ValueError(f"the URL {url!r} holds {bad!r}: percent-encode it")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"upgrade needs an http:// or https:// URL, not {url!r}")
+    secure = parts.scheme == "https"
+    host = parts.hostname
+    try:
+        explicit = parts.port
+    except ValueError as error:
+        raise ValueError(f"the URL {url!r} has a bad port: {error}") from None
+    port = explicit or (443 if secure else 80)
+    if ":" in host:
+        hostBytes = b"[" + host.encode("ascii") + b"]"  # urlsplit checks the address
+    elif host.isascii():
+        if not set(host) <= _REG_NAME:
+            raise ValueError(f"the URL's host {host!r} is not a host name (RFC 3986 §3.2.2)")
+        hostBytes = host.encode("ascii")
+    else:
+        try:
+            hostBytes = host.encode("idna")
+        except UnicodeError:
+            raise ValueError(f"the URL's host {host!r} is not a valid host name") from None
+    if explicit:
+        hostBytes += b":%d" % (explicit,)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if not target.isascii():
+        raise ValueError(f"the URL's path {target!r} is not ASCII: percent-encode it")
+
+    if not isinstance(method, bytes):
+        raise TypeError(f"method must be bytes, not {method!r}")
+    if not isToken(method):
+        raise ValueError(f"method {method!r} is not a token (RFC 9110 §9.1)")
+
+    if isinstance(protocols, (bytes, str)):
+        raise TypeError(f"protocols is a list of products, not one: [{protocols!r}]")
+    offered = list(protocols)
+    if not offered:
+        raise ValueError("offer one or more protocol products")
+    for product in offered:
+        if not isinstance(product, bytes):
+            raise TypeError(f"protocol products must be bytes, not {product!r}")
+        if parseProduct(product) is None:
+            raise ValueError(
+                f"{product!r} is not a protocol product: use a token, or "
+                f"token/token, such as b'IRC/6.9' (RFC 9110 §7.8)"
+            )
+
+    # RFC 9110 §5.1, §5.5: names are tokens, values hold no CR, LF or NUL.
+    extra = _checkHeaders(list(headers or ()), frozenset(), "upgrade")
+    options = [b"Upgrade"]
+    lines = [method + b" " + target.encode("ascii") + b" HTTP/1.1", b"Host: " + hostBytes]
+    for name, value in extra:
+        folded = name.lower()
+        if folded in _NOT_FROM_CALLER:
+            raise ValueError(f"upgrade sends no body: it may not send {name.decode()}")
+        if folded == b"connection":
+            for option in splitList([value]):
+                if not isToken(option):
+                    raise ValueError(
+                        f"connection option {option!r} is not a token (RFC 9110 §7.6.1)"
+                    )
+            options.append(value)
+        elif folded not in (b"upgrade", b"host"):
+            lines.append(name + b": " + value)
+    if credentials is not None:
+        user, password = (c.encode("utf-8") if isinstance(c, str) else c for c in credentials)
+        if b":" in user:
+            raise ValueError(f"the user name {user!r} holds a colon (RFC 7617 §2)")
+        lines.append(b"Authorization: Basic " + b64encode(user + b":" + password))
+    lines.append(b"Connection: " + b", ".join(options))
+    lines.append(b"Upgrade: " + b", ".join(offered))
+    return secure, host, port, offered, b"\r\n".join(lines) + b"\r\n\r\n"
+
+
 def upgrade(
     reactor: Any,
     url: str | bytes,
@@ -282,41 +396,27 @@ def upgrade(
         for the platform's CAs). The certificate is checked against the
         URL's host name.
     :param tlsOptions: full TLS options instead of ``trustRoot``.
+    :param method: the request method, a token.
     :param timeout: seconds allowed for connecting and the ``101``.
+    :raises ValueError: an argument that cannot be sent as it is (a CR,
+        LF, NUL, space or other control in the URL, a method, field name or
+        protocol that is not a token, a field value with CR, LF or NUL, a
+        ``Content-Length`` or ``Transfer-Encoding`` field, a non-ASCII
+        path), named in the message; nothing is connected or sent then.
+    :raises TypeError: an argument of the wrong type.
     :return: a Deferred that fires with an :class:`UpgradeResult`, or fails
         with :class:`UpgradeFailed` (carrying the status, headers and body
         the server sent), :class:`UpgradeTimeout`, or a connection error.
     """
+    secure, host, port, offered, request = _requestHead(
+        url, protocols, headers, credentials, method
+    )
     if isinstance(url, bytes):
-        url = url.decode("ascii")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"upgrade needs an http:// or https:// URL, not {url!r}")
-    offered = list(protocols)
-    if not offered or any(parseProduct(p) is None for p in offered):
-        raise ValueError(f"offer one or more protocol products, not {protocols!r}")
-    secure = parts.scheme == "https"
-    host = parts.hostname
-    port = parts.port or (443 if secure else 80)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    hostField = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
-
-    options = [b"Upgrade"]
-    lines = [
-        method + b" " + target.encode("ascii") + b" HTTP/1.1",
-        b"Host: " + hostField.encode("idna" if not host.isascii() else "ascii"),
-    ]
-    for name, value in headers or ():
-        if name.lower() == b"connection":
-            options.append(value)
-        elif name.lower() not in (b"upgrade", b"host"):
-            lines.append(name + b": " + value)
-    if credentials is not None:
-        user, password = (c.encode("utf-8") if isinstance(c, str) else c for c in credentials)
-        lines.append(b"Authorization: Basic " + b64encode(user + b":" + password))
-    lines.append(b"Connection: " + b", ".join(options))
-    lines.append(b"Upgrade: " + b", ".join(offered))
-    request = b"\r\n".join(lines) + b"\r\n\r\n"
+        url = url.decode("ascii")  # which _requestHead checked
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds, not {timeout!r}")
+    if not 0 < timeout < math.inf:
+        raise ValueError(f"timeout must be positive and finite, not {timeout!r}")
 
     endpoint: Any = HostnameEndpoint(reactor, host, port, timeout=timeout)
     if secure:
