@@ -68,3 +68,31 @@ def test_handlerExampleRejectsWithoutTokenAndAcceptsWithIt() -> None:
         )
         out = exchange(port, REQUEST + b"X-Token: letmein\r\n\r\nhello", len(switch) + 5)
         assert out == switch + b"hello"
+
+
+def shoutWithWebsockets(port: int) -> list[object]:
+    """What the websockets client sees of the WebSocket example."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    url = f"ws://127.0.0.1:{port}/shout"
+    seen: list[object] = []
+    with connect(url, subprotocols=["shout.v1"], origin="https://example.com") as ws:
+        seen.append(ws.subprotocol)
+        seen.append(ws.recv(timeout=10))
+        ws.send("hi there")
+        seen.append(ws.recv(timeout=10))
+        ws.send(b"bytes too")
+        seen.append(ws.recv(timeout=10))
+    try:
+        connect(url, origin="https://elsewhere.example", open_timeout=10)
+    except InvalidStatus as refused:
+        seen.append(refused.response.status_code)
+    return seen
+
+
+def test_websocketExampleShoutsBackAndKeepsItsOrigins() -> None:
+    """docs/websocket.rst's Shout, run as written, with a real client."""
+    with example("websocket_shout.py") as port:
+        seen = shoutWithWebsockets(port)
+    assert seen == ["shout.v1", "hello /shout", "HI THERE", b"BYTES TOO", 403]
