@@ -511,6 +511,32 @@ def test_theMessageAfterOneThatEndsItsDeflateStreamInflates(
     ]
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [
+        bytes.fromhex("f348cdc9c90700" + "00"),  # RFC 7692 §7.2.3.4, with its 0x00 octet
+        bytes.fromhex("f348cdc9c90700"),  # the same final block alone
+        bytes.fromhex("f248cdc9c90700" + "0000ffff" + "0300"),  # "Hello", sync, empty final block
+    ],
+    ids=["rfc-example", "final-block", "empty-final-block"],
+)
+def test_aMessageEndingItsStreamInflatesHoweverItIsCutIntoFrames(payload: bytes) -> None:
+    """A message is its frames' payloads joined (RFC 7692 §6.2): where they are cut does not matter."""
+    follow = clientFrame(b"\x00", rsv=0x40)  # an empty message on the next stream
+    for cut in range(len(payload) + 1):
+        frames = clientFrame(payload[:cut], rsv=0x40, fin=False) + clientFrame(payload[cut:], 0)
+        events = parse(frames + follow, deflate=Deflate())
+        assert events == [(TEXT, "Hello"), (TEXT, "")], cut
+
+
+def test_bytesAfterTheFinalBlockInALaterFrameFail() -> None:
+    """What follows the final block may be the RFC's 0x00 octet, and nothing else."""
+    ended = bytes.fromhex("f348cdc9c90700")
+    for after in [b"\x00\x00", b"\x01", b"\x00\x00\x00\xff\xff", b"x" * 1000]:
+        frames = clientFrame(ended, rsv=0x40, fin=False) + clientFrame(after, 0, fin=False)
+        assert failCode(parse(frames, deflate=Deflate())) == 1007, after
+
+
 def test_aNewStreamCannotReachBackIntoTheEndedOne() -> None:
     """
     The inflater for a stream begun after a final block starts with an empty

@@ -169,16 +169,13 @@ class Deflate:
         §7.2.3.4), which ends its deflate stream: the next message starts a
         new stream, read by a new inflater, with or without context
         takeover (no distance refers past the start of a stream, RFC 1951
-        §3.2; wsproto
-        fails it with 1007 and websockets returns it empty). Bytes after the
-        final block inside one message fail with 1007 rather than being
-        dropped.
+        §3.2; wsproto fails such a message with 1007, websockets returns it
+        empty). Bytes after the final block inside one message, in whichever
+        frame, fail with 1007 rather than being dropped.
         """
         decompressor = self._decompressor
         if decompressor is None or (first and decompressor.eof):
             decompressor = self._decompressor = zlib.decompressobj(-15)
-        elif decompressor.eof and payload:
-            raise _Fail(INVALID_PAYLOAD, "compressed data after the end of the deflate stream")
         if final:
             payload += _TAIL
         try:
@@ -187,11 +184,16 @@ class Deflate:
             raise _Fail(INVALID_PAYLOAD, "invalid compressed data") from None
         if len(out) > room or decompressor.unconsumed_tail:
             raise _Fail(MESSAGE_TOO_BIG, "message too big")
-        # What follows the final block must be (part of) the appended tail
-        # (the block may end inside the tail's first byte), or one 0x00
-        # octet and the tail, as RFC 7692 §7.2.3.4's example sends it.
+        # What follows the final block (zlib gathers it in unused_data, over
+        # every later frame of the message, which are one payload, RFC 7692
+        # §6.2) must be (part of) the appended tail (the block may end inside
+        # the tail's first byte), or one 0x00 octet and the tail, as RFC 7692
+        # §7.2.3.4's example sends it; before the last frame, that octet
+        # alone (so that no more is ever kept).
         unused = decompressor.unused_data
-        if unused and not (final and (_TAIL.endswith(unused) or unused == _BFINAL_PAD)):
+        if unused and not (
+            (_TAIL.endswith(unused) or unused == _BFINAL_PAD) if final else unused == b"\x00"
+        ):
             raise _Fail(INVALID_PAYLOAD, "compressed data after the end of the deflate stream")
         if final and self.clientNoContext:
             self._decompressor = None
