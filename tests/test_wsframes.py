@@ -521,7 +521,7 @@ def test_theMessageAfterOneThatEndsItsDeflateStreamInflates(
     ids=["rfc-example", "final-block", "empty-final-block"],
 )
 def test_aMessageEndingItsStreamInflatesHoweverItIsCutIntoFrames(payload: bytes) -> None:
-    """A message is its frames' payloads joined (RFC 7692 §6.2): where they are cut does not matter."""
+    """A message is its frames' payloads joined (RFC 7692 §6.2), wherever they are cut."""
     follow = clientFrame(b"\x00", rsv=0x40)  # an empty message on the next stream
     for cut in range(len(payload) + 1):
         frames = clientFrame(payload[:cut], rsv=0x40, fin=False) + clientFrame(payload[cut:], 0)
