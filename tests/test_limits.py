@@ -5,11 +5,17 @@ connections, the handshake deadline, the size of an upgrade request's body.
 
 from __future__ import annotations
 
+import os
+import tempfile
+from io import BytesIO
+
+import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 
-from upgradable import Accept, UpgradeRegistry
+from upgradable import Accept, UpgradeRegistry, UpgradeRequest
+from upgradable._channel import UpgradeLimits
 
 from .helpers import IRC_REQ, RecordingFactory, ScriptedHandler, Server, parseResponses
 
@@ -128,6 +134,122 @@ def test_chunkedUpgradeBodyOverTheLimitIs413() -> None:
     assert codes(server) == [413]
     assert irc.built == []
     server.protocol.connectionLost(Failure(ConnectionDone()))  # closes the spooled body
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+CHUNKED_IRC_REQ = IRC_REQ[:-2] + b"Transfer-Encoding: chunked\r\n\r\n"
+
+
+def test_aChunkedUpgradeBodyIs413TheMomentItPassesTheLimit() -> None:
+    """
+    The 413 comes with the chunk that takes the decoded body past the
+    limit, not once the body is complete (it never is, here).
+    """
+    server, irc = ircServer(maxUpgradeBody=100)
+    server.send(CHUNKED_IRC_REQ)
+    for _ in range(3):
+        server.send(chunk(b"x" * 30))
+    assert server.output() == b"" and not server.closed  # 90 bytes: within the limit
+    server.send(chunk(b"x" * 30))
+    assert codes(server) == [413]
+    assert server.closed
+    server.send(chunk(b"x" * 30) + b"0\r\n\r\n")  # what was on its way is ignored
+    assert codes(server) == [413]
+    assert irc.built == []
+
+
+def test_chunkedUpgradeBodyExactlyAtTheLimitIsGivenToTheHandler() -> None:
+    answers: list[bytes] = []
+
+    def accept(request: UpgradeRequest, product: bytes) -> Accept:
+        answers.append(request.body)
+        return Accept(RecordingFactory().buildProtocol(None))
+
+    registry = UpgradeRegistry()
+    registry.register(b"IRC/6.9", ScriptedHandler(accept))
+    server = Server(registry=registry, limits={"maxUpgradeBody": 100})
+    server.send(CHUNKED_IRC_REQ, chunk(b"a" * 60), chunk(b"b" * 40), b"0\r\n\r\n")
+    assert codes(server) == [101]
+    assert answers == [b"a" * 60 + b"b" * 40]
+
+
+def temporaryFiles() -> set[str]:
+    """The files this process has open in the temporary directory."""
+    directory = tempfile.gettempdir()
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(directory + "/"):
+            found.add(target)
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+@pytest.mark.parametrize(
+    "head",
+    [CHUNKED_IRC_REQ, IRC_REQ[:-2] + b"Content-Length: 300000\r\n\r\n"],
+    ids=["chunked", "content-length"],
+)
+def test_anUpgradeBodyIsNeverSpooledToATemporaryFile(head: bytes) -> None:
+    """
+    Twisted spools a chunked body, or one of 100 kB or more, to a temporary
+    file; an upgrade request's is kept in memory, within the limit.
+    """
+    before = temporaryFiles()
+    server, _irc = ircServer()
+    server.send(head)
+    data = b"x" * 100_000
+    server.send(chunk(data) if head is CHUNKED_IRC_REQ else data)
+    content = server.protocol._http._channel.requests[-1].content
+    assert temporaryFiles() == before
+    assert isinstance(content, BytesIO)
+    assert server.output() == b""
+
+
+def test_withoutALimitGivenAnUpgradeBodyStopsAtOneMebibyte() -> None:
+    assert UpgradeLimits().maxUpgradeBody == 1024 * 1024
+    server, _irc = ircServer()
+    server.send(CHUNKED_IRC_REQ)
+    for _ in range(16):
+        server.send(chunk(b"x" * 65536))  # exactly 1 MiB: still read
+    assert server.output() == b""
+    server.send(chunk(b"x"))
+    assert codes(server) == [413]
+
+
+def test_aDeclinedUpgradeWithABodyIsServedWithItsBody() -> None:
+    from upgradable import Decline
+
+    registry = UpgradeRegistry()
+    registry.register(b"IRC/6.9", ScriptedHandler(Decline()))
+    server = Server(registry=registry)
+    server.send(CHUNKED_IRC_REQ, chunk(b"hello"), chunk(b" world"), b"0\r\n\r\n")
+    assert codes(server) == [200]
+    assert server.resource.seen == [(b"GET", b"/", b"hello world")]
+
+
+def test_maxUpgradeBodyZeroAllowsNoBodyAtAll() -> None:
+    """``--max-upgrade-body 0``: no body; an empty one is fine."""
+    from upgradable.tap import Options, makeService
+
+    options = Options()
+    options.parseOptions(["--listen", "tcp:0", "--max-upgrade-body", "0"])
+    assert next(iter(makeService(options))).factory.limits.maxUpgradeBody == 0
+    server, _irc = ircServer(maxUpgradeBody=0)
+    server.send(IRC_REQ[:-2] + b"Content-Length: 1\r\n\r\n")
+    assert codes(server) == [413]
+    server, _irc = ircServer(maxUpgradeBody=0)
+    server.send(CHUNKED_IRC_REQ, chunk(b"x"))
+    assert codes(server) == [413]
+    server, _irc = ircServer(maxUpgradeBody=0)
+    server.send(IRC_REQ[:-2] + b"Content-Length: 0\r\n\r\n")
+    assert codes(server) == [101]
 
 
 def test_bodyLimitDoesNotApplyToPlainRequests() -> None:

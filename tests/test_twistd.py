@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -350,4 +351,81 @@ def test_anHTTP2ConnectionOverTLSIsDrainedToo(certificate: Path) -> None:
     assert 1 <= elapsed < 4
     assert [type(e).__name__ for e in events][-1] == "ConnectionTerminated"  # GOAWAY
     assert "Draining 1 HTTP and 0 upgraded connections" in server.log()
+    assert "Traceback" not in server.log()
+
+
+def openTemporaryFiles(pid: int, directory: Path) -> list[str]:
+    """The files in ``directory`` that process ``pid`` has open."""
+    found = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith(f"{directory}/"):
+            found.append(target)
+    return found
+
+
+def rssKiB(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_aStreamedChunkedUpgradeBodyGets413PromptlyWithoutADeadline(tmp_path: Path) -> None:
+    """
+    A client streams a chunked body to an upgrade request, with no handshake
+    deadline to stop it: it gets 413 once the decoded body passes
+    --max-upgrade-body, while the server holds it in memory (no temporary
+    file) and its RSS stays put.
+    """
+    limit = 65536
+    env = {"TMPDIR": str(tmp_path)}
+    args = ("--handshake-timeout", "0", "--max-upgrade-body", str(limit))
+    with twistd(*args, env=env) as server:
+        pid = server.process.pid
+        sock = socket.create_connection((HOST, server.port), timeout=10)
+        sock.sendall(
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: IRC/6.9\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        before = rssKiB(pid)
+        started = time.monotonic()
+        piece = b"4000\r\n" + b"x" * 0x4000 + b"\r\n"
+        sent = 0
+        answer = b""
+        spooled: list[str] = []
+        while sent < 64 * 1024 * 1024 and b"\r\n\r\n" not in answer:
+            spooled += openTemporaryFiles(pid, tmp_path)
+            assert not spooled, "the body went to a temporary file"
+            try:
+                sock.sendall(piece)
+                sent += 0x4000
+            except OSError:
+                closed = True  # closed after the 413, which waits to be read
+            else:
+                closed = False
+            if closed or select.select([sock], [], [], 0)[0]:
+                try:
+                    data = sock.recv(4096)
+                except OSError:
+                    break
+                if not data:
+                    break
+                answer += data
+        elapsed = time.monotonic() - started
+        grown = rssKiB(pid) - before
+        sock.close()
+    print(f"sent {sent} bytes, 413 after {elapsed:.3f} s, RSS grew {grown} KiB")
+    assert answer.startswith(b"HTTP/1.1 413 "), (sent, answer)
+    # Sent before the answer: the limit, plus what was in flight in the
+    # socket buffers of both ends.
+    assert sent < 16 * 1024 * 1024, sent
+    assert elapsed < 5, elapsed
+    assert grown < 16 * 1024, grown
+    assert "Upgrade request body from" in server.log()
     assert "Traceback" not in server.log()

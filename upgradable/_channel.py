@@ -27,8 +27,9 @@
 #   a failing handler a 500.
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from inspect import iscoroutine
+from io import BytesIO
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
@@ -63,6 +64,10 @@ from .interfaces import IUpgradeHandler
 
 __all__ = ["SwitchedRequest", "UpgradableHTTPChannel", "UpgradeLimits"]
 
+#: The limit of an upgrade request's body when none is given: 1 MiB, as
+#: nginx's ``client_max_body_size`` (whose default is 1 MiB too).
+DEFAULT_MAX_UPGRADE_BODY = 1024 * 1024
+
 _Offer = tuple[Product, IUpgradeHandler]
 _NO_OFFERS: Offers = ((), ())
 
@@ -90,7 +95,9 @@ class UpgradeLimits:
         still deciding is cancelled and the request gets ``503``; both then
         close.
     :param maxUpgradeBody: largest body an upgrade request may carry
-        (``413`` beyond it).
+        (``413`` as soon as its decoded body passes it); None: 1 MiB. The
+        body is held in memory for the handler, never spooled to disk, so
+        there is always a limit.
     :param maxHeaderSize: most bytes of request line and header fields
         (``414``/``431`` beyond); Twisted's default, 16 KiB.
     :param maxHeaders: most header fields (``431`` beyond); Twisted's default, 500.
@@ -106,7 +113,7 @@ class UpgradeLimits:
     ) -> None:
         self.maxUpgraded = maxUpgraded
         self.handshakeTimeout = handshakeTimeout
-        self.maxUpgradeBody = maxUpgradeBody
+        self.maxUpgradeBody = DEFAULT_MAX_UPGRADE_BODY if maxUpgradeBody is None else maxUpgradeBody
         self.maxHeaderSize = maxHeaderSize
         self.maxHeaders = maxHeaders
         self.connections = Connections()
@@ -164,6 +171,37 @@ class _IdleWatch:
                   peer=self.transport.getPeer(), seconds=self.seconds)  # fmt: skip
         closeTransport(self.transport)
         self.abort = self.callLater(self.grace, self.transport.abortConnection)
+
+
+class _UpgradeBody(BytesIO):
+    """
+    The body of a request that may upgrade, as it arrives: in memory, up to
+    ``limit`` bytes. The write that would pass the limit calls ``tooLarge``
+    (once) instead, and it and every later write are dropped.
+    """
+
+    def __init__(self, limit: int, tooLarge: Callable[[], None]) -> None:
+        super().__init__()
+        self.limit = limit
+        self.tooLarge: Callable[[], None] | None = tooLarge
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        if self.tell() + len(data) <= self.limit:
+            return super().write(data)
+        tooLarge, self.tooLarge = self.tooLarge, None
+        if tooLarge is not None:
+            self.limit = -1  # nothing more is kept
+            tooLarge()
+        return 0
+
+    def complete(self) -> None:
+        """The whole body is here: no more writes, no reference to the channel."""
+        self.tooLarge = None
+        self.limit = -1
+
+    def close(self) -> None:
+        self.complete()
+        super().close()
 
 
 def _discard(data: bytes) -> None:
@@ -289,19 +327,32 @@ class UpgradableHTTPChannel(HTTPChannel):
             # a slow upload is the idle timeout's business.
             if self._deadline is not None:
                 self._stopDeadline()
-        else:
+        elif offersFor(self.registry, self._command, self._version, fields, self.isSecure())[1]:
+            # A request that may upgrade: its body goes to the handler as
+            # bytes, so it is kept in memory, never in Twisted's temporary
+            # file, and refused (RFC 9110 §15.5.14) as soon as it is known to
+            # be too large: by its Content-Length, or once its decoded bytes
+            # pass the limit (chunked).
             limit = self.limits.maxUpgradeBody
-            if (
-                limit is not None
-                and self.length is not None
-                and self.length > limit
-                and offersFor(self.registry, self._command, self._version, fields, self.isSecure())[
-                    1
-                ]
-            ):
+            if self.length is not None and self.length > limit:
                 self._respondError(413)
                 return
+            request.gotLength = self._upgradeBody
+            try:
+                super().allHeadersReceived()
+            finally:
+                del request.gotLength
+            return
         super().allHeadersReceived()
+
+    def _upgradeBody(self, length: int | None) -> None:
+        """Stands in for Request.gotLength for a request that may upgrade."""
+        self.requests[-1].content = _UpgradeBody(self.limits.maxUpgradeBody, self._bodyTooLarge)
+
+    def _bodyTooLarge(self) -> None:
+        _log.info("Upgrade request body from {peer} over {limit} bytes; 413",
+                  peer=self.transport.getPeer(), limit=self.limits.maxUpgradeBody)  # fmt: skip
+        self._respondError(413)
 
     def rawDataReceived(self, data: bytes) -> None:
         if self._failed:
@@ -373,10 +424,6 @@ class UpgradableHTTPChannel(HTTPChannel):
             self._stopDeadline()
             super().allContentReceived()
             return
-        limit = self.limits.maxUpgradeBody
-        if limit is not None and self.requests[-1].content.tell() > limit:
-            self._respondError(413)  # a chunked body that outgrew the limit
-            return
         request = self.requests[-1]
         command, path, version = self._command, self._path, self._version
         # Let HTTPChannel reset its parser and enter its "handling a request"
@@ -389,8 +436,11 @@ class UpgradableHTTPChannel(HTTPChannel):
             del request.requestReceived
         request.method, request.uri, request.clientproto = command, path, version
         request.path = path.split(b"?", 1)[0]
-        request.content.seek(0)
-        body = request.content.read()
+        content = request.content
+        if type(content) is _UpgradeBody:
+            content.complete()
+        content.seek(0)
+        body = content.read()
         upgradeRequest = UpgradeRequest(
             method=command,
             uri=path,
@@ -598,8 +648,7 @@ class UpgradableHTTPChannel(HTTPChannel):
         leftover = b"".join(self._dataBuffer) + self.clearLineBuffer()
         self._dataBuffer = []
         del self.requests[:]
-        # A large or chunked body was spooled to a temporary file; the
-        # handler has the bytes, and the request is never processed.
+        # The handler has the body's bytes, and the request is never processed.
         if request.content is not None:
             request.content.close()
         self._takeOver(upgradeRequest, product, accept, leftover)

@@ -56,8 +56,8 @@ class UpgradableSite(Site):
     :param handshakeTimeout: seconds a request may take, from its first byte,
         to arrive and be decided (``408``, or ``503`` for a handler that does
         not answer); None: only Twisted's idle timeout applies.
-    :param maxUpgradeBody: largest upgrade request body (``413``); None: no
-        limit beyond Twisted's.
+    :param maxUpgradeBody: largest upgrade request body (``413`` as soon as
+        it passes it; the body is held in memory, never spooled); None: 1 MiB.
     :param maxHeaderSize: most bytes of request head (``414``/``431``).
     :param maxHeaders: most header fields (``431``).
     :param siteOptions: passed on to :class:`~twisted.web.server.Site`

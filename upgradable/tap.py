@@ -95,7 +95,7 @@ class Options(usage.Options, AuthOptionMixin):
             "max-upgrade-body",
             None,
             1048576,
-            "Largest body an upgrade request may carry, in bytes (413 beyond; 0: no limit).",
+            "Largest body an upgrade request may carry, in bytes (413 beyond; 0: none at all).",
             int,
         ],
         [
@@ -348,7 +348,7 @@ def makeService(
         advertise=options["advertise"],
         maxUpgraded=options["max-upgraded"] or None,
         handshakeTimeout=options["handshake-timeout"] or None,
-        maxUpgradeBody=options["max-upgrade-body"] or None,
+        maxUpgradeBody=options["max-upgrade-body"],
         maxHeaderSize=options["max-header-size"],
         maxHeaders=options["max-headers"],
     )
