@@ -15,9 +15,16 @@ from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 
 from upgradable import Accept, UpgradeRegistry, UpgradeRequest
-from upgradable._channel import UpgradeLimits
+from upgradable._channel import UpgradeLimits, _IdleWatch
 
-from .helpers import IRC_REQ, RecordingFactory, ScriptedHandler, Server, parseResponses
+from .helpers import (
+    IRC_REQ,
+    RecordingFactory,
+    RecordingProtocol,
+    ScriptedHandler,
+    Server,
+    parseResponses,
+)
 
 
 def ircServer(
@@ -288,6 +295,41 @@ def test_perProductIdleTimeoutClosesQuietUpgradedConnections() -> None:
     server.protocol.connectionLost(Failure(ConnectionDone()))
     assert len(irc.last.lost) == 1
     assert server.clock.getDelayedCalls() == []
+
+
+def test_theIdleTimeoutAsksAGoingAwayProtocolToSayGoodbyeThenAborts() -> None:
+    """
+    A protocol that provides IGoingAway ends its idle connection itself (a
+    WebSocket close, an IRC ERROR); one that never lets go is aborted after
+    the grace period.
+    """
+    from zope.interface import implementer
+
+    from upgradable.interfaces import IGoingAway
+
+    @implementer(IGoingAway)
+    class Polite(RecordingProtocol):
+        def __init__(self) -> None:
+            super().__init__()
+            self.asked = 0
+
+        def goingAway(self) -> None:
+            self.asked += 1
+            self.transport.write(b"goodbye")
+
+    polite = Polite()
+    registry = UpgradeRegistry()
+    registry.register(b"IRC/6.9", ScriptedHandler(Accept(polite)), idleTimeout=30)
+    server = Server(registry=registry)
+    server.send(IRC_REQ)
+    server.clear()
+    server.clock.advance(30)
+    assert polite.asked == 1
+    assert server.output() == b"goodbye"
+    assert not server.closed  # its goodbye is its own business...
+    server.clock.advance(_IdleWatch.grace)
+    assert server.transport.disconnected  # aborted, for so long
+    assert polite.asked == 1
 
 
 def test_noIdleTimeoutByDefault() -> None:

@@ -429,3 +429,68 @@ def test_aStreamedChunkedUpgradeBodyGets413PromptlyWithoutADeadline(tmp_path: Pa
     assert grown < 16 * 1024, grown
     assert "Upgrade request body from" in server.log()
     assert "Traceback" not in server.log()
+
+
+def test_anIdleWebSocketIsClosedWith1001NotDropped() -> None:
+    """
+    The idle timeout ends a WebSocket with a close frame (1001, going away),
+    as a graceful stop does: the ``websockets`` client sees a clean close,
+    where a dropped connection would show 1006.
+    """
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    with twistd("--idle-timeout", "websocket-echo=1") as server:
+        with connect(f"ws://{HOST}:{server.port}/", open_timeout=10, close_timeout=10) as ws:
+            ws.send("still here")
+            assert ws.recv(timeout=10) == "still here"
+            started = time.monotonic()
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=10)
+            elapsed = time.monotonic() - started
+    assert closed.value.rcvd is not None, "closed without a close frame (1006)"
+    assert closed.value.rcvd.code == 1001
+    assert 0.9 <= elapsed < 5
+    assert "idle for 1.0 s after the upgrade" in server.log()
+    assert "Traceback" not in server.log()
+
+
+def test_anIdleIRCClientReadsAnErrorBeforeTheClose() -> None:
+    with twistd("--idle-timeout", "irc=1") as server:
+        sock = upgradedSocket(server.port, b"IRC/6.9")
+        sock.sendall(b"NICK alice\r\nUSER a 0 * :A\r\n")
+        sock.settimeout(10)
+        welcome = b""
+        while b" 001 alice " not in welcome:
+            welcome += sock.recv(4096)
+        rest = readAll(sock)
+        sock.close()
+    assert (welcome + rest).endswith(b"ERROR :Closing Link: server shutting down\r\n")
+    assert "Traceback" not in server.log()
+
+
+def test_anIdleH2cConnectionGetsAGoaway() -> None:
+    """The ``h2`` library, over a socket, sees GOAWAY(NO_ERROR) then the close."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    settings = conn.initiate_upgrade_connection()
+    with twistd("--idle-timeout", "h2c=1") as server:
+        sock = upgradedSocket(
+            server.port,
+            b"h2c",
+            b"Connection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: " + settings + b"\r\n",
+        )
+        sock.settimeout(10)
+        sock.sendall(conn.data_to_send())
+        events = []
+        while data := sock.recv(65536):
+            events += conn.receive_data(data)
+            sock.sendall(conn.data_to_send())  # SETTINGS ack, WINDOW_UPDATE
+        sock.close()
+    ended = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+    assert [e.error_code for e in ended] == [0]  # NO_ERROR
+    assert any(isinstance(e, h2.events.StreamEnded) and e.stream_id == 1 for e in events)
+    assert "Traceback" not in server.log()

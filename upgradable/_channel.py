@@ -55,11 +55,11 @@ from ._decisions import (
     _PackedHeaders,
     parseFields,
 )
-from ._drain import Connections, putBack
+from ._drain import Connections, goAway, putBack
 from ._registry import Offers, UpgradeRegistry
 from ._status import reasonPhrase
 from ._tokens import CLEARTEXT_ONLY, Product, connectionOptions, parseProduct
-from ._transport import LocalAddresses, closeTransport, throughProxyProtocol, writeNow
+from ._transport import LocalAddresses, throughProxyProtocol, writeNow
 from .interfaces import IUpgradeHandler
 
 __all__ = ["SwitchedRequest", "UpgradableHTTPChannel", "UpgradeLimits"]
@@ -127,8 +127,10 @@ class UpgradeLimits:
 class _IdleWatch:
     """
     Closes an upgraded connection after ``seconds`` without a byte from the
-    peer. Opt-in per product, because it has to see every read: it rebinds
-    the protocol's ``dataReceived`` and ``connectionLost`` on the instance,
+    peer: politely, as a graceful stop does (see :func:`goAway`), then
+    aborted if it is still open ``grace`` seconds later. Opt-in per
+    product, because it has to see every read: it rebinds the protocol's
+    ``dataReceived`` and ``connectionLost`` on the instance,
     once the protocol is connected (a protocol that swaps its own
     ``dataReceived`` later is not seen), and puts them back when the
     connection is lost.
@@ -169,8 +171,12 @@ class _IdleWatch:
     def expired(self) -> None:
         _log.info("Closing {peer}: idle for {seconds} s after the upgrade",
                   peer=self.transport.getPeer(), seconds=self.seconds)  # fmt: skip
-        closeTransport(self.transport)
-        self.abort = self.callLater(self.grace, self.transport.abortConnection)
+        # The protocol's own goodbye, as when the server stops (a WebSocket
+        # close 1001, an IRC ERROR, an HTTP/2 GOAWAY): a browser sees a
+        # clean close, not 1006.
+        transport = self.transport
+        self.abort = self.callLater(self.grace, transport.abortConnection)
+        goAway(self.protocol, transport)
 
 
 class _UpgradeBody(BytesIO):

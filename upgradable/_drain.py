@@ -36,7 +36,7 @@ class HTTPConnection(Protocol):
         """Serve no request after the current one (close now if none)."""
 
 
-__all__ = ["Connections", "ownMethod", "putBack"]
+__all__ = ["Connections", "goAway", "ownMethod", "putBack"]
 
 _log = Logger()
 
@@ -89,7 +89,7 @@ class Connections:
             return
         if self._closing:
             # Switched during a drain whose grace period is already over.
-            self._goAway(protocol, transport)
+            goAway(protocol, transport)
 
     # -- draining -----------------------------------------------------------
 
@@ -140,18 +140,8 @@ class Connections:
                 channel.transport.write(current.conn.data_to_send())
             closeTransport(channel.transport)
         for protocol, transport in self.upgraded.items():
-            self._goAway(protocol, transport)
+            goAway(protocol, transport)
         self._check()
-
-    def _goAway(self, protocol: IProtocol, transport: Any) -> None:
-        try:
-            if IGoingAway.providedBy(protocol):
-                protocol.goingAway()
-            else:
-                closeTransport(transport)
-        except Exception:
-            _log.failure("{protocol!r} failed to go away; closing", protocol=protocol)
-            transport.abortConnection()
 
     def _abortAll(self) -> None:
         for channel in list(self.http):
@@ -291,6 +281,24 @@ class _CountedOutAround(_CountedOut):
     """A _CountedOut for a protocol whose ``connectionLost`` was replaced already."""
 
     __slots__ = ("lost",)
+
+
+def goAway(protocol: IProtocol, transport: Any) -> None:
+    """
+    End an upgraded connection politely: ask ``protocol`` to go away when it
+    provides :class:`~upgradable.interfaces.IGoingAway` (a WebSocket close
+    1001, an IRC ``ERROR``, an HTTP/2 GOAWAY), else close ``transport`` once
+    its pending writes are out. A protocol that fails at it is aborted.
+    The caller aborts the connection if it is still open a while later.
+    """
+    try:
+        if IGoingAway.providedBy(protocol):
+            protocol.goingAway()
+        else:
+            closeTransport(transport)
+    except Exception:
+        _log.failure("{protocol!r} failed to go away; closing", protocol=protocol)
+        transport.abortConnection()
 
 
 # -- a protocol's methods, replaced on the instance and put back ------------

@@ -86,8 +86,10 @@ class UpgradeRegistry:
             or an :class:`~twisted.internet.interfaces.IProtocolFactory`
             whose protocols take the connection over.
         :param idleTimeout: close an upgraded connection of this product
-            after this many seconds without a byte from the client (off by
-            default; it costs one call per read).
+            after this many seconds without a byte from the client, with
+            the protocol's goodbye if it provides
+            :class:`~upgradable.interfaces.IGoingAway` (off by default; it
+            costs one call per read).
         :raises ValueError: ``product`` is not a valid product, or is
             registered already; ``idleTimeout`` is not positive and finite.
         :raises TypeError: ``product`` is neither bytes nor str, ``handler``

@@ -46,7 +46,9 @@ class IGoingAway(Interface):
     An upgraded protocol that can end its connection politely when the
     server stops: a drain's grace period is over
     (:meth:`upgradable.UpgradableSite.drain`, ``twistd upgradable
-    --grace-period``). A protocol without it is simply closed.
+    --grace-period``), or when its connection has been idle for its
+    product's ``idleTimeout`` (``twistd upgradable --idle-timeout``). A
+    protocol without it is simply closed.
     """
 
     def goingAway() -> None:
