@@ -33,7 +33,7 @@ from io import BytesIO
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
-from twisted.internet.interfaces import IAddress, IProtocol, ISSLTransport
+from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, IProtocol, ISSLTransport
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -45,6 +45,7 @@ from twisted.web.http import (
     _parseRequestLine,
 )
 from twisted.web.http_headers import Headers
+from zope.interface import implementer
 
 from ._decisions import (
     Accept,
@@ -214,6 +215,7 @@ def _discard(data: bytes) -> None:
     """Drop bytes that arrive after the channel gave up on a connection."""
 
 
+@implementer(IHalfCloseableProtocol)
 class UpgradableHTTPChannel(HTTPChannel):
     """
     An :class:`~twisted.web.http.HTTPChannel` that switches protocols on
@@ -717,6 +719,31 @@ class UpgradableHTTPChannel(HTTPChannel):
             return False
         self._takeOver(upgradeRequest, product, result, leftover)
         return True
+
+    # -- a client that shuts down its sending side -----------------------
+
+    def readConnectionLost(self) -> None:
+        """
+        The client shut down its sending side (a TCP half-close, as
+        ``printf ... | socat`` does): it sends nothing more but still reads.
+
+        A request being answered (an upgrade being decided included) is
+        answered. Until then nothing is read; reading resumes once it is
+        answered (or at the switch), and TCP then reports the end of input
+        again: to this channel, which answers any request that arrived
+        before it and closes once none is left, or, after a ``101``, to the
+        new protocol (its ``readConnectionLost`` if it provides
+        :class:`~twisted.internet.interfaces.IHalfCloseableProtocol`, else
+        ``connectionLost``, as TCP does). With nothing to answer (between
+        requests, or a request that can now never be complete), the
+        connection closes at once.
+        """
+        if self._handlingRequest and not self._failed:
+            return
+        self.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        """The channel never shuts down its sending side alone: nothing to do."""
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True

@@ -14,7 +14,7 @@ from typing import Any
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import ITCPTransport
+from twisted.internet.interfaces import IHalfCloseableProtocol, ITCPTransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.tcp import Server
 from twisted.logger import Logger
@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 from twisted.web.resource import IResource
 from twisted.web.server import Site
+from zope.interface import implementer
 
 from ._channel import (
     _NOTHING,
@@ -168,12 +169,16 @@ class UpgradableSite(Site):
         super().stopFactory()
 
 
+@implementer(IHalfCloseableProtocol)
 class _TrackedHTTPProtocol(_GenericHTTPChannelProtocol):
     """
     Twisted's wrapper (which hands a TLS connection to HTTP/2 when ALPN
     picked h2), counted in the site's connections from connectionMade until
     connectionLost, whichever protocol it ended up with. A connection that
     switches with Upgrade stops calling it: the channel reports the switch.
+    A client's half-close goes to the channel, which still answers (see
+    :meth:`UpgradableHTTPChannel.readConnectionLost`); Twisted's wrapper
+    forwards only IProtocol, so TCP would close the whole connection.
     """
 
     def __init__(self, channel: UpgradableHTTPChannel) -> None:
@@ -189,6 +194,17 @@ class _TrackedHTTPProtocol(_GenericHTTPChannelProtocol):
             # is answered; checkPersistence makes it the last one.
             self._tracked._draining = True
         super().makeConnection(transport)
+
+    def readConnectionLost(self) -> None:
+        channel: Any = self._channel
+        if channel is self._tracked:
+            channel.readConnectionLost()
+        else:
+            # HTTP/2 took it over (TLS only, which has no half-close).
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        """Nothing shuts down the sending side alone: nothing to do."""
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         try:
