@@ -254,6 +254,7 @@ def test_aHalfClosedClientOfARelayGetsThe101AndTheBackendSeesTheHalfClose() -> N
     assert "Traceback" not in server.log()
 
 
+@pytest.mark.peers
 @pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="needs /proc/net/tcp")
 def test_socatPipedIntoARelayGetsTheBackendsAnswer() -> None:
     """``printf ... | socat - TCP:...``, the issue's own example, through a relay."""
