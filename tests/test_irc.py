@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import gc
+import re
+import select
+import socket
+import time
 from base64 import b64encode
+from pathlib import Path
+from typing import Any
 
+import pytest
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
@@ -12,7 +20,9 @@ from upgradable import UpgradeRegistry
 from upgradable._auth import BasicAuthHandler
 from upgradable.protocols.irc import IRCHandler
 
+from .conftest import LogCapture
 from .helpers import IRC_REQ, Server, parseResponses
+from .test_twistd import readAll, twistd, upgradedSocket
 
 
 class Client:
@@ -25,6 +35,14 @@ class Client:
 
     def send(self, line: str) -> None:
         self.server.send(line.encode() + b"\r\n")
+
+    def sendRaw(self, *chunks: bytes) -> None:
+        self.server.send(*chunks)
+
+    @property
+    def irc(self) -> Any:
+        """The IRC protocol: its transport's producer since the hand-over."""
+        return self.server.transport.producer
 
     def lines(self) -> list[str]:
         data = self.buffer + self.server.clear()
@@ -149,3 +167,496 @@ def test_withSeveralCheckersEveryOneIsTried() -> None:
     viaAlice = Client(registry, authorization(b"alice", b"a1"), b"NICK bob\r\n")
     assert viaAlice.lines() == [":upgradable 464 * :Password required for this nickname"]
     assert viaAlice.server.closed
+
+
+# Malformed input: every command twisted.words' IRCUser handles, without its
+# parameters or with bad ones, and lines that are not IRC or not UTF-8. Each
+# gets the RFC 2812 answer (or none, where the RFC says so), never a
+# traceback, and the connection stays.
+
+
+def registeredPair(registry: UpgradeRegistry | None = None) -> tuple[Client, Client]:
+    """alice and bob, registered, both in #lobby, their output read."""
+    registry = registry or openRegistry()
+    alice = Client(registry, lines=b"NICK alice\r\nUSER a 0 * :A\r\nJOIN #lobby\r\n")
+    bob = Client(registry, lines=b"NICK bob\r\nUSER b 0 * :B\r\nJOIN #lobby\r\n")
+    alice.lines()
+    bob.lines()
+    return alice, bob
+
+
+def assertNoFailureLogged(logged: LogCapture) -> None:
+    gc.collect()  # a Deferred's unhandled failure is logged when it is freed
+    failures = [e for e in logged.events if "log_failure" in e]
+    assert failures == []
+
+
+MALFORMED_REGISTERED = [
+    (b"FOO", [":upgradable 421 alice FOO :Unknown command"]),
+    (b"KICK", [":upgradable 421 alice KICK :Unknown command"]),
+    (b"KICK #lobby bob", [":upgradable 421 alice KICK :Unknown command"]),
+    (b"NICKSERV_PRIVMSG x", [":upgradable 421 alice NICKSERV_PRIVMSG :Unknown command"]),
+    (b"UNKNOWN a b", [":upgradable 421 alice UNKNOWN :Unknown command"]),
+    # A dotless i upper-cases to I: a command is ASCII letters, compared as such.
+    ("pr\u0131vmsg bob :hi".encode(), [":upgradable 421 alice pr\u0131vmsg :Unknown command"]),
+    (b"PRIVMSG", [":upgradable 411 alice :No recipient given (PRIVMSG)"]),
+    (b"privmsg", [":upgradable 411 alice :No recipient given (PRIVMSG)"]),
+    (b"PRIVMSG bob", [":upgradable 412 alice :No text to send"]),
+    (b"PRIVMSG bob :", [":upgradable 412 alice :No text to send"]),
+    (b"PRIVMSG nobody :hi", [":upgradable 401 alice nobody :No such nick/channel."]),
+    (b"PRIVMSG #nowhere :hi", [":upgradable 401 alice #nowhere :No such nick/channel."]),
+    (b"PRIVMSG \xff :hi", [":upgradable 401 alice \ufffd :No such nick/channel."]),
+    (b"NOTICE", []),
+    (b"NOTICE bob", []),
+    (b"NOTICE nobody :hi", []),
+    (b"NOTICE #nowhere :hi", []),
+    (b"JOIN", [":upgradable 461 alice JOIN :Not enough parameters"]),
+    (b"JOIN :", [":upgradable 403 alice * :No such channel"]),
+    (b"JOIN lobby", [":upgradable 403 alice lobby :No such channel"]),
+    (b"JOIN #", [":upgradable 403 alice # :No such channel"]),
+    (b"JOIN #a:b", [":upgradable 403 alice #a:b :No such channel"]),
+    (b"JOIN #\x07", [":upgradable 403 alice #\x07 :No such channel"]),
+    (b"JOIN #" + b"x" * 50, [":upgradable 403 alice #" + "x" * 50 + " :No such channel"]),
+    (b"JOIN #lobby", []),
+    (b"PART", [":upgradable 461 alice PART :Not enough parameters"]),
+    (b"PART #nowhere", [":upgradable 403 alice #nowhere :No such channel"]),
+    (b"PART nowhere", [":upgradable 403 alice nowhere :No such channel"]),
+    (b"PART #\xff", [":upgradable 403 alice #\ufffd :No such channel"]),
+    (b"MODE", [":upgradable 461 alice MODE :Not enough parameters"]),
+    (b"MODE #nowhere", [":upgradable 403 alice #nowhere :That channel doesn't exist."]),
+    (b"MODE nobody", [":upgradable 401 alice :No such nickname."]),
+    (b"TOPIC", [":upgradable 461 alice TOPIC :Not enough parameters"]),
+    (b"TOPIC #nowhere", [":upgradable 403 alice = nowhere :That channel doesn't exist."]),
+    (b"WHOIS", [":upgradable 431 alice :No nickname given"]),
+    (b"WHOIS nobody", [":upgradable 401 alice nobody :No such nick/channel"]),
+    (b"WHOIS \xff\xfe", [":upgradable 401 alice \ufffd\ufffd :No such nick/channel"]),
+    (b"NAMES", [":upgradable 366 alice * :End of /NAMES list"]),
+    (b"NAMES #nowhere", [":upgradable 366 alice #nowhere :End of /NAMES list"]),
+    (b"WHO #nowhere", [":upgradable 315 alice #nowhere :End of /WHO list."]),
+    (b"LIST #nowhere", [":upgradable 323 alice :End of /LIST"]),
+    (b"USER", [":upgradable 462 alice :Unauthorized command (already registered)"]),
+    (b"USER a 0 * :A", [":upgradable 462 alice :Unauthorized command (already registered)"]),
+    (b"PASS", [":upgradable 462 alice :Unauthorized command (already registered)"]),
+    (b"NICK", [":upgradable 431 alice :No nickname given"]),
+    (b"NICK \xff", [":upgradable 432 alice \ufffd :Changing nicknames is not supported"]),
+    (b"OPER", [":upgradable 461 alice OPER :Not enough parameters"]),
+    (b"OPER a", [":upgradable 461 alice OPER :Not enough parameters"]),
+    (b"USERHOST", [":upgradable 461 alice USERHOST :Not enough parameters"]),
+    (b"PING", [":upgradable 409 alice :No origin specified"]),
+    (b"PONG", []),
+    (b"PONG :x", []),
+    (b":", []),
+    (b":alice", []),
+    (b":alice ", []),
+    (b"   ", []),
+    (b"", []),
+    (b" :", []),
+    (b"\xff\xfe", [":upgradable 421 alice \ufffd\ufffd :Unknown command"]),
+    (b"\x00", [":upgradable 421 alice \x00 :Unknown command"]),
+    (b"PRIVMSG\tbob :hi", [":upgradable 421 alice PRIVMSG\tbob :Unknown command"]),
+]
+
+
+@pytest.mark.parametrize(("line", "replies"), MALFORMED_REGISTERED, ids=repr)
+def test_malformedCommandsOfARegisteredClientGetTheirNumericAndTheConnectionStays(
+    line: bytes, replies: list[str], logged: LogCapture
+) -> None:
+    """
+    Each malformed line gets its RFC 2812 reply (none for NOTICE and empty
+    messages), bob hears nothing of it, and alice can go on.
+    """
+    alice, bob = registeredPair()
+    alice.sendRaw(line + b"\r\n")
+    assert alice.lines() == replies
+    assert bob.lines() == []
+    alice.send("PING :still")
+    assert alice.lines() == [":upgradable PONG upgradable :still"]
+    assert not alice.server.closed
+    assertNoFailureLogged(logged)
+
+
+MALFORMED_UNREGISTERED = [
+    (b"FOO", [":upgradable 421 * FOO :Unknown command"]),
+    (b"JOIN #lobby", [":upgradable 451 * :You have not registered"]),
+    (b"JOIN", [":upgradable 451 * :You have not registered"]),
+    (b"PRIVMSG alice :hi", [":upgradable 451 * :You have not registered"]),
+    (b"PRIVMSG", [":upgradable 451 * :You have not registered"]),
+    (b"NOTICE alice :hi", [":upgradable 451 * :You have not registered"]),
+    (b"MODE alice", [":upgradable 451 * :You have not registered"]),
+    (b"PART #lobby", [":upgradable 451 * :You have not registered"]),
+    (b"TOPIC #lobby", [":upgradable 451 * :You have not registered"]),
+    (b"WHOIS alice", [":upgradable 451 * :You have not registered"]),
+    (b"NAMES", [":upgradable 451 * :You have not registered"]),
+    (b"LIST", [":upgradable 451 * :You have not registered"]),
+    (b"WHO", [":upgradable 451 * :You have not registered"]),
+    (b"USERHOST alice", [":upgradable 451 * :You have not registered"]),
+    (b"OPER a b", [":upgradable 451 * :You have not registered"]),
+    (b"USER", [":upgradable 461 * USER :Not enough parameters"]),
+    (b"USER a 0 *", [":upgradable 461 * USER :Not enough parameters"]),
+    (b"PASS", [":upgradable 461 * PASS :Not enough parameters"]),
+    (b"NICK", [":upgradable 431 * :No nickname given"]),
+    (b"NICK :", [":upgradable 431 * :No nickname given"]),
+    (b"NICK \xff\xfe", [":upgradable 432 * \ufffd\ufffd :Erroneous nickname"]),
+    (b"NICK caf\xe9", [":upgradable 432 * caf\ufffd :Erroneous nickname"]),
+    (b"PING", [":upgradable 409 * :No origin specified"]),
+    (b"PING :early", [":upgradable PONG upgradable :early"]),
+    (b":", []),
+    (b"\xff", [":upgradable 421 * \ufffd :Unknown command"]),
+]
+
+
+@pytest.mark.parametrize(("line", "replies"), MALFORMED_UNREGISTERED, ids=repr)
+def test_malformedOrEarlyCommandsBeforeRegistrationGetTheirNumericAndRegistrationStillWorks(
+    line: bytes, replies: list[str], logged: LogCapture
+) -> None:
+    """Before NICK, a command that needs registration gets 451, and so on."""
+    registry = openRegistry()
+    Client(registry, lines=b"NICK alice\r\nUSER a 0 * :A\r\nJOIN #lobby\r\n")
+    client = Client(registry)
+    client.sendRaw(line + b"\r\n")
+    assert client.lines() == replies
+    client.send("NICK carol")
+    assert client.lines()[0] == ":upgradable 001 carol :connected to Twisted IRC"
+    assertNoFailureLogged(logged)
+
+
+def test_textThatIsNotUTF8IsRelayedWithReplacementCharacters(logged: LogCapture) -> None:
+    """Bytes that are not UTF-8 reach others as U+FFFD, not as an error."""
+    alice, bob = registeredPair()
+    alice.sendRaw(b"PRIVMSG bob :caf\xe9 \xff\r\nPRIVMSG #lobby :\xc3\r\n")
+    assert bob.lines() == [
+        ":alice!alice@upgradable PRIVMSG bob :caf\ufffd \ufffd",
+        ":alice!alice@upgradable PRIVMSG #lobby :\ufffd",
+    ]
+    assert alice.lines() == []
+    assertNoFailureLogged(logged)
+
+
+def test_aCharacterSplitAcrossReadsArrivesWhole() -> None:
+    """UTF-8 is decoded per line, so a character may span two reads."""
+    alice, bob = registeredPair()
+    line = "PRIVMSG bob :café ☕\r\n".encode()
+    alice.server.sendBytewise(line)
+    assert bob.lines() == [":alice!alice@upgradable PRIVMSG bob :café ☕"]
+
+
+def test_aLineOf512BytesIsTakenAndALongerOneGets417AndIsSkippedToItsEnd() -> None:
+    """
+    RFC 2812 §2.3: 512 bytes with the CR LF. A longer line gets 417, none
+    of it is taken as a command (not even its tail after a later read), and
+    the next line is read as usual.
+    """
+    alice, bob = registeredPair()
+    head = b"PRIVMSG bob :"
+    exactly = head + b"x" * (510 - len(head))
+    alice.sendRaw(exactly + b"\r\n")
+    assert bob.lines() == [":alice!alice@upgradable PRIVMSG bob :" + "x" * (510 - len(head))]
+    alice.sendRaw(exactly + b"y\r\n")
+    assert alice.lines() == [":upgradable 417 alice :Input line was too long"]
+    # Unterminated and over the limit, then its tail in later reads.
+    alice.sendRaw(head + b"x" * 600, b"z" * 600, b"QUIT :tail\r\nPING :after\r\n")
+    assert alice.lines() == [
+        ":upgradable 417 alice :Input line was too long",
+        ":upgradable PONG upgradable :after",
+    ]
+    assert bob.lines() == []
+    assert not alice.server.closed
+    # Several lines in one read, the long one in the middle.
+    alice.sendRaw(b"PING :1\r\n" + b"x" * 511 + b"\nPING :2\n")
+    assert alice.lines() == [
+        ":upgradable PONG upgradable :1",
+        ":upgradable 417 alice :Input line was too long",
+        ":upgradable PONG upgradable :2",
+    ]
+
+
+def test_noticesAreRelayedAsNotices() -> None:
+    """NOTICE goes to a user or a channel as NOTICE (RFC 2812 §3.3.2)."""
+    alice, bob = registeredPair()
+    alice.send("NOTICE bob :psst")
+    alice.send("NOTICE #lobby :all")
+    assert bob.lines() == [
+        ":alice!alice@upgradable NOTICE bob :psst",
+        ":alice!alice@upgradable NOTICE #lobby :all",
+    ]
+    assert alice.lines() == []
+
+
+def test_partingAChannelOfOthersIs442AndAJoinListJoinsEach() -> None:
+    """PART of a channel one is not in gets 442; JOIN takes a list."""
+    _, bob = registeredPair()
+    bob.send("PART #lobby")
+    bob.send("PART #lobby")
+    assert bob.lines()[-1] == ":upgradable 442 bob #lobby :You're not on that channel"
+    bob.send("JOIN #a,#b")
+    assert [line for line in bob.lines() if " JOIN " in line] == [
+        ":bob!bob@upgradable JOIN #a",
+        ":bob!bob@upgradable JOIN #b",
+    ]
+
+
+# Flow control and the per-client queue, in memory.
+
+
+def test_whileItsTransportIsFullAClientIsNotReadAndItsLinesWait() -> None:
+    """
+    When the transport asks the IRC protocol to pause, the protocol pauses
+    the transport's reading and handles none of the lines it has; they are
+    handled, in order, when the transport resumes.
+    """
+    alice, bob = registeredPair()
+    alice.irc.pauseProducing()
+    assert alice.server.transport.producerState == "paused"
+    alice.send("PING :1")
+    alice.send("PRIVMSG bob :while paused")
+    assert alice.lines() == []
+    assert bob.lines() == []
+    alice.irc.resumeProducing()
+    assert alice.server.transport.producerState == "producing"
+    assert alice.lines() == [":upgradable PONG upgradable :1"]
+    assert bob.lines() == [":alice!alice@upgradable PRIVMSG bob :while paused"]
+
+
+def test_aClientThatDoesNotReadIsDroppedOnceMoreThanMaxSendQueueWaits(
+    logged: LogCapture,
+) -> None:
+    """
+    While bob's transport is full, what alice sends him is counted; past
+    maxSendQueue bob is aborted, with the reason logged, and alice goes on.
+    Once bob's transport drained, the count starts again.
+    """
+    registry = UpgradeRegistry()
+    registry.register(b"IRC/6.9", IRCHandler([], maxSendQueue=2000))
+    alice, bob = registeredPair(registry)
+    message = "PRIVMSG #lobby :" + "x" * 100
+    relayed = len(":alice!alice@upgradable " + message + "\r\n")
+    bob.irc.pauseProducing()
+    for _ in range(2000 // relayed):
+        alice.send(message)
+    bob.irc.resumeProducing()
+    bob.irc.pauseProducing()
+    for _ in range(2000 // relayed):
+        alice.send(message)
+    assert not bob.server.closed
+    alice.send(message)
+    assert bob.server.closed and bob.server.transport.disconnected  # aborted
+    assert bob.irc is None  # its producer unregistered
+    [event] = [e for e in logged.events if "Max SendQ exceeded" in e.get("log_format", "")]
+    assert event["nickname"] == "bob"
+    assert event["limit"] == 2000
+    alice.send("PING :on")
+    assert alice.lines() == [":upgradable PONG upgradable :on"]
+
+
+def test_quitUnregistersTheProducerBeforeClosing() -> None:
+    """A registered producer would keep a TLS connection from closing."""
+    alice, _ = registeredPair()
+    assert alice.irc is not None
+    alice.send("QUIT :bye")
+    assert alice.server.closed
+    assert alice.irc is None
+
+
+# Channels and users leave the realm when they are no longer in use.
+
+
+def test_aChannelIsFreedWhenItsLastMemberLeavesAndAUserWhenItGoes() -> None:
+    """PART of the last member, or its disconnection, frees the channel."""
+    handler = IRCHandler([])
+    registry = UpgradeRegistry()
+    registry.register(b"IRC/6.9", handler)
+    alice, bob = registeredPair(registry)
+    alice.send("JOIN #quiet")
+    alice.send("PART #quiet")
+    assert sorted(handler.realm.groups) == ["lobby"]
+    alice.send("TOPIC #lobby :kept while bob stays")
+    alice.server.protocol.connectionLost(Failure(ConnectionDone()))
+    assert sorted(handler.realm.groups) == ["lobby"]
+    assert sorted(handler.realm.users) == ["bob"]
+    bob.send("QUIT")
+    bob.server.protocol.connectionLost(Failure(ConnectionDone()))
+    assert handler.realm.groups == {}
+    assert handler.realm.users == {}
+
+
+def test_aClientJoinsAtMostMaxChannelsAndThenGets405() -> None:
+    """RFC 2812 §3.2.1: past the limit, 405; a channel left makes room."""
+    registry = UpgradeRegistry()
+    registry.register(b"IRC/6.9", IRCHandler([], maxChannels=2))
+    alice, _ = registeredPair(registry)
+    alice.send("JOIN #lobby,#two,#three")
+    assert alice.lines()[-1] == ":upgradable 405 alice #three :You have joined too many channels"
+    alice.send("PART #two")
+    alice.send("JOIN #three")
+    assert ":alice!alice@upgradable JOIN #three" in alice.lines()
+
+
+def test_theDefaultLimitsAreDocumentedValues() -> None:
+    """ngIRCd's MaxJoins (10) and 64 KiB beyond the transport's buffer."""
+    assert IRCHandler.maxChannels == 10
+    assert IRCHandler.maxSendQueue == 64 * 1024
+    with pytest.raises(ValueError, match="at least 1"):
+        IRCHandler([], maxChannels=0)
+
+
+# Over real sockets, against a real `twistd -n upgradable`: what a hostile
+# client can make the server hold, measured in the server's own RSS.
+
+
+def rssBytes(pid: int) -> int:
+    """The resident set size of process ``pid``, from /proc."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"^VmRSS:\s+(\d+) kB$", status, re.MULTILINE)
+    assert match, status
+    return int(match.group(1)) * 1024
+
+
+def readUntil(sock: socket.socket, marker: bytes, limit: int = 1 << 26) -> bytes:
+    """Read until ``marker`` has arrived (or the peer closed): what was read."""
+    data = b""
+    while marker not in data:
+        chunk = sock.recv(1 << 16)
+        assert chunk, f"closed before {marker!r}: {data[-500:]!r}"
+        data += chunk
+        assert len(data) < limit, f"no {marker!r} in {limit} bytes"
+    return data
+
+
+def registered(port: int, nick: str, receiveBuffer: int = 0) -> socket.socket:
+    """A client upgraded to IRC and registered as ``nick``."""
+    sock = upgradedSocket(port, b"IRC/6.9")
+    if receiveBuffer:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receiveBuffer)
+    sock.sendall(f"NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\n".encode())
+    readUntil(sock, f" 376 {nick} ".encode())
+    return sock
+
+
+def sendWithoutReading(sock: socket.socket, data: bytes, seconds: float, most: int) -> int:
+    """
+    Send ``data`` again and again for up to ``seconds``, never reading; stop
+    early once ``most`` bytes are out or the peer has taken nothing for a
+    second (it stopped reading). How many bytes went out.
+    """
+    sock.setblocking(False)
+    sent = 0
+    deadline = time.monotonic() + seconds
+    stalled = time.monotonic()
+    while sent < most and time.monotonic() < deadline:
+        try:
+            sent += sock.send(data)
+            stalled = time.monotonic()
+        except BlockingIOError:
+            if time.monotonic() - stalled > 1:
+                break
+            select.select([], [sock], [], 0.1)
+    sock.setblocking(True)
+    return sent
+
+
+def test_aClientThatFloodsPingsWithoutReadingIsNoLongerReadFrom() -> None:
+    """
+    The server stops reading from a client whose PONGs it cannot deliver:
+    the client cannot push more than the sockets' buffers hold, the server's
+    memory stays flat, and once the client reads, it gets its PONGs.
+    """
+    with twistd() as server:
+        sock = registered(server.port, "flood")
+        before = rssBytes(server.process.pid)
+        sent = sendWithoutReading(sock, b"PING x\r\n" * 8192, seconds=6, most=1 << 29)
+        grown = rssBytes(server.process.pid) - before
+        print(f"PING flood: sent {sent} bytes, server RSS grew {grown} bytes")
+        assert sent < 64 << 20
+        assert grown < 32 << 20
+        sock.settimeout(10)
+        assert readUntil(sock, b"\r\n").startswith(b":upgradable PONG upgradable :x\r\n")
+        sock.close()
+    assert "Traceback" not in server.log()
+
+
+def test_aChannelMemberThatNeverReadsIsDroppedOnceItsQueuePassesTheCap() -> None:
+    """
+    What others send to a channel is queued for a member that never reads
+    only up to the cap; then that member is dropped with a logged reason,
+    and the sender goes on.
+    """
+    with twistd() as server:
+        sleeper = registered(server.port, "sleeper", receiveBuffer=4096)
+        sleeper.sendall(b"JOIN #flood\r\n")
+        readUntil(sleeper, b" 366 sleeper #flood ")
+        talker = registered(server.port, "talker")
+        talker.sendall(b"JOIN #flood\r\n")
+        readUntil(talker, b" 366 talker #flood ")
+        before = rssBytes(server.process.pid)
+        line = b"PRIVMSG #flood :" + b"x" * 400 + b"\r\n"
+        batch = line * 160
+        sent = 0
+        deadline = time.monotonic() + 30
+        while "Max SendQ exceeded" not in server.log() and sent < 128 << 20:
+            assert time.monotonic() < deadline
+            talker.sendall(batch + b"PING :mark\r\n")
+            readUntil(talker, b"PONG upgradable :mark\r\n")
+            sent += len(batch)
+        grown = rssBytes(server.process.pid) - before
+        print(f"fan-out: sent {sent} bytes to #flood, server RSS grew {grown} bytes")
+        assert "dropping IRC client sleeper" in server.log()
+        assert grown < 32 << 20
+        talker.sendall(b"PING :still\r\n")
+        readUntil(talker, b"PONG upgradable :still\r\n")
+        talker.close()
+        sleeper.close()
+    assert "Traceback" not in server.log()
+
+
+def test_everyMalformedLineOverARealSocketLeavesTheConnectionAndNoTraceback() -> None:
+    """
+    All the malformed lines above, long lines and bytes that are not UTF-8,
+    sent in one go to a real server: the client still gets its PONG at the
+    end, and the server logs no traceback.
+    """
+    with twistd() as server:
+        sock = registered(server.port, "alice")
+        lines = [line for line, _ in MALFORMED_REGISTERED + MALFORMED_UNREGISTERED]
+        lines += [b"PRIVMSG alice :" + b"x" * 2000, b"\xff" * 511, b"PRIVMSG alice :\xc3"]
+        sock.sendall(b"".join(line + b"\r\n" for line in lines) + b"PING :end\r\n")
+        replies = readUntil(sock, b"PONG upgradable :end\r\n")
+        assert replies.count(b" 417 alice ") == 2
+        sock.close()
+    assert "Traceback" not in server.log()
+
+
+def converse(sock: socket.socket, lines: list[bytes], batch: int = 500) -> bytes:
+    """Send ``lines`` in batches, reading every reply to each batch."""
+    replies = []
+    for start in range(0, len(lines), batch):
+        token = b"batch%d" % start
+        sock.sendall(b"".join(lines[start : start + batch]) + b"PING :" + token + b"\r\n")
+        replies.append(readUntil(sock, b"PONG upgradable :" + token + b"\r\n"))
+    return b"".join(replies)
+
+
+def test_channelsAreFreedWhenTheirLastMemberLeavesAndJoinsAreBounded() -> None:
+    """
+    40,000 channels joined and left leave nothing behind; a client that
+    keeps joining gets 405 past the limit; LIST then shows no channel.
+    """
+    with twistd() as server:
+        hopper = registered(server.port, "hopper")
+        before = rssBytes(server.process.pid)
+        converse(hopper, [b"JOIN #c%d\r\nPART #c%d\r\n" % (i, i) for i in range(40_000)])
+        cycled = rssBytes(server.process.pid) - before
+        replies = converse(hopper, [b"JOIN #h%d\r\n" % i for i in range(40_000)])
+        hopper.sendall(b"QUIT\r\n")
+        readAll(hopper)
+        hopper.close()
+        left = rssBytes(server.process.pid) - before
+        print(f"40,000 JOIN/PART: RSS grew {cycled} bytes; 40,000 JOINs then QUIT: {left}")
+        assert replies.count(b" 405 hopper ") == 40_000 - IRCHandler.maxChannels
+        watcher = registered(server.port, "watcher")
+        watcher.sendall(b"LIST\r\n")
+        listed = readUntil(watcher, b" 323 watcher ")
+        assert b" 322 " not in listed
+        assert cycled < 8 << 20
+        assert left < 8 << 20
+        watcher.close()
+    assert "Traceback" not in server.log()

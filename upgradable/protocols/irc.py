@@ -6,19 +6,56 @@ Without ``--auth`` anybody registers with ``NICK``/``USER`` and no password.
 With ``--auth`` the upgrade itself needs HTTP Basic credentials; the IRC
 session then logs in as that HTTP user when the nickname is the user name,
 and any other nickname needs a ``PASS`` that the same checkers accept.
-Channels are created on ``JOIN``; a nickname that is in use is answered with
-``433 ERR_NICKNAMEINUSE`` and the client may try another.
+Channels are created on ``JOIN`` and freed when their last member leaves; a
+nickname that is in use is answered with ``433 ERR_NICKNAMEINUSE`` and the
+client may try another.
+
+Limits, each an argument of :class:`IRCHandler`:
+
+* a line is at most 512 bytes with its CR LF (RFC 2812 §2.3); a longer one is
+  answered with ``417`` and skipped up to its end, the connection stays;
+* a client is a member of at most ``maxChannels`` channels (default 10, as
+  ngIRCd's ``MaxJoins``); one more ``JOIN`` gets ``405`` (RFC 2812 §3.2.1);
+* a client that does not read is no longer read from once its transport's
+  buffer is full (what it sends waits in the kernel), and what others send it
+  meanwhile (channel messages, private messages) is queued only up to
+  ``maxSendQueue`` bytes (default 64 KiB beyond the transport's own buffer;
+  ngIRCd allows a client 32 KiB in all): past that the client is dropped,
+  with a logged ``Max SendQ exceeded``, as ircds do.
 """
+
+# What the protocol keeps:
+# - Peer input never raises. Bytes become lines here (not in Twisted's
+#   IRC.dataReceived, which decodes each read as a whole and raises on a read
+#   that is not UTF-8 or that splits a character); each line is decoded on its
+#   own, and bytes that are not UTF-8 become U+FFFD, which no nickname or
+#   command matches. A line's parse never raises (_parseMessage).
+# - Every command reaches its handler through one gate (handleCommand): the
+#   command must be one of _COMMANDS (else 421), registered first where it
+#   needs to be (451), and have its parameters (461, or the RFC's own numeric
+#   for that command). Handlers then index their parameters freely.
+# - Reading follows writing: the protocol is its transport's streaming
+#   producer; while the transport's buffer is full it reads nothing more and
+#   handles no more of the lines it has, so a client that never reads its
+#   replies holds at most one read of lines and one buffer of replies.
+# - Every close unregisters the producer first (closeTransport): a registered
+#   producer keeps a TLS connection from closing.
+# - The realm holds only what is in use: a channel goes with its last member,
+#   a user's record with its logout.
 
 from __future__ import annotations
 
 import re
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from twisted.cred import credentials, error
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.portal import Portal
 from twisted.internet import defer
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.words import ewords, iwords, service
 from twisted.words.protocols import irc
@@ -32,8 +69,103 @@ from ..interfaces import IGoingAway, IUpgradeHandler
 __all__ = ["IRCHandler", "makeHandler"]
 
 
+_log = Logger()
+
 # RFC 2812 §2.3.1, without its 9-character limit (servers allow more today).
 _NICKNAME = re.compile(r"[A-Za-z\[\]\\`_^{|}][A-Za-z0-9\[\]\\`_^{|}-]{0,29}")
+# RFC 2812 §2.3.1 and §1.3: "#" and up to 49 characters other than NUL, BELL,
+# CR, LF, space, comma and colon (the only channel prefix twisted.words has).
+_CHANNEL = re.compile(r"#[^\x00\x07\r\n ,:]{1,49}")
+# RFC 2812 §2.3.1: a command is letters or a three-digit numeric.
+_COMMAND = re.compile(r"[A-Za-z]+|[0-9]{3}", re.ASCII)
+
+# Numerics twisted.words.protocols.irc does not name.
+_ERR_INPUTTOOLONG = "417"  # not in RFC 2812; as ircds and the IRCv3 registry
+_ERR_NOTREGISTERED = "451"  # RFC 2812 §5.2
+_ERR_ALREADYREGISTRED = "462"  # RFC 2812 §5.2, spelt as there
+
+
+class _Command:
+    """
+    What a command needs before its handler runs.
+
+    :param least: how many parameters it must have.
+    :param missing: the reply (numeric, then parameters) to a command with
+        fewer; by default ``461 <command> :Not enough parameters`` (RFC 2812
+        §5.2); ``None``: no reply at all.
+    :param registered: ``True``: only once registered (else ``451``);
+        ``False``: only before (else ``462``); ``None``: either.
+    """
+
+    def __init__(
+        self,
+        least: int = 0,
+        missing: Callable[[list[str]], tuple[str, ...] | None] | None = None,
+        registered: bool | None = True,
+    ) -> None:
+        self.least = least
+        self.missing = missing
+        self.registered = registered
+
+    def reply(self, command: str, params: list[str]) -> tuple[str, ...] | None:
+        if self.missing is None:
+            return (irc.ERR_NEEDMOREPARAMS, command, ":Not enough parameters")
+        return self.missing(params)
+
+
+def _noReply(params: list[str]) -> None:
+    return None
+
+
+def _privmsgMissing(params: list[str]) -> tuple[str, ...]:
+    # RFC 2812 §3.3.1.
+    if not params:
+        return (irc.ERR_NORECIPIENT, ":No recipient given (PRIVMSG)")
+    return (irc.ERR_NOTEXTTOSEND, ":No text to send")
+
+
+# Every command twisted.words' IRCUser handles, plus PONG and NOTICE; any
+# other gets 421. Missing parameters get the numeric RFC 2812 §3 gives.
+_COMMANDS = {
+    "PASS": _Command(1, registered=False),
+    "NICK": _Command(1, lambda p: (irc.ERR_NONICKNAMEGIVEN, ":No nickname given"), None),
+    "USER": _Command(4, registered=False),
+    "QUIT": _Command(registered=None),
+    "PING": _Command(1, lambda p: (irc.ERR_NOORIGIN, ":No origin specified"), None),
+    "PONG": _Command(registered=None),
+    "MODE": _Command(1),
+    "USERHOST": _Command(1),
+    "PRIVMSG": _Command(2, _privmsgMissing),
+    # RFC 2812 §3.3.2: never an error reply to a NOTICE, not even this one.
+    "NOTICE": _Command(2, _noReply),
+    "JOIN": _Command(1),
+    "PART": _Command(1),
+    "NAMES": _Command(),
+    "TOPIC": _Command(1),
+    "LIST": _Command(),
+    "WHO": _Command(),
+    "WHOIS": _Command(1, lambda p: (irc.ERR_NONICKNAMEGIVEN, ":No nickname given")),
+    "OPER": _Command(2),
+}
+
+
+def _parseMessage(line: str) -> tuple[str, str, list[str]] | None:
+    """
+    RFC 2812 §2.3.1: ``[":" prefix SPACE] command *(SPACE middle) [SPACE ":"
+    trailing]``, split on spaces only. ``None`` for an empty message, which
+    is silently ignored.
+    """
+    prefix = ""
+    if line.startswith(":"):
+        prefix, _, line = line[1:].partition(" ")
+    head, colon, trailing = line.partition(" :")
+    params = [word for word in head.split(" ") if word]
+    if not params:
+        return None
+    if colon:
+        params.append(trailing)
+    command = params.pop(0)
+    return prefix, command, params
 
 
 class _IPreAuthenticated(Interface):
@@ -66,10 +198,48 @@ class _AnyNick:
         return defer.succeed(creds.username)
 
 
-@implementer(IGoingAway)
+class _Channel(service.Group):
+    """A channel that leaves its realm when its last member leaves."""
+
+    def __init__(self, name: str, realm: _Realm) -> None:
+        super().__init__(name)
+        self.realm = realm
+
+    def remove(self, user: Any, reason: str | None = None) -> defer.Deferred[None]:
+        d: defer.Deferred[None] = super().remove(user, reason)
+        if not self.users and self.realm.groups.get(self.name) is self:
+            del self.realm.groups[self.name]
+        return d
+
+
+class _Realm(service.InMemoryWordsRealm):
+    """
+    twisted.words' in-memory realm, keeping only channels with members and
+    users that are logged in.
+    """
+
+    createGroupOnRequest = True
+
+    def groupFactory(self, name: str) -> _Channel:
+        return _Channel(name, self)
+
+    def logoutFactory(self, avatar: Any, facet: Any) -> Callable[[], None]:
+        logout = super().logoutFactory(avatar, facet)
+
+        def logoutAndForget() -> None:
+            logout()  # leaves every channel, which frees the empty ones
+            name = avatar.name
+            if self.users.get(name) is avatar:
+                del self.users[name]
+
+        return logoutAndForget
+
+
+@implementer(IGoingAway, IPushProducer)
 class _UpgradedIRCUser(service.IRCUser):
     """
-    Twisted's IRC server protocol, registering without NickServ.
+    Twisted's IRC server protocol, registering without NickServ, and safe
+    to face any peer.
 
     Twisted's ``IRCUser`` waits for a password to NickServ when ``NICK``
     comes without ``PASS``; here the nickname alone (open server) or the HTTP
@@ -79,16 +249,141 @@ class _UpgradedIRCUser(service.IRCUser):
     httpUser: str | None = None
     open = True
     transport: Any
+    avatar: Any
+    realm: Any
+    #: RFC 2812 §2.3: 512 bytes with the CR LF; mIRC's bare LF is accepted.
+    MAX_LENGTH = 510
+    maxChannels = 10  # IRCHandler's
+    maxSendQueue = 64 * 1024  # IRCHandler's
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._lines: deque[bytes | None] = deque()
+        self._partial = b""
+        self._skipping = False  # inside a line that was too long
+        self._paused = False
+        self._queued = 0  # bytes written since the transport asked to pause
+        self._dropped = False
+        self.transport.registerProducer(self, True)
+
+    # Bytes to lines, and lines to commands.
+
+    def dataReceived(self, data: bytes) -> None:
+        lines = data.split(b"\n")
+        partial = lines.pop()
+        if lines:
+            if self._skipping:
+                # The end of a line too long: skipped, answered already.
+                self._skipping = False
+                del lines[0]
+            else:
+                lines[0] = self._partial + lines[0]
+            self._partial = partial
+        elif not self._skipping:
+            self._partial += partial
+        self._lines.extend(lines)
+        if len(self._partial) > self.MAX_LENGTH + 1:  # + 1: a CR before the LF
+            self._partial = b""
+            self._skipping = True
+            self._lines.append(None)
+        self._handleLines()
+
+    def _handleLines(self) -> None:
+        lines = self._lines
+        while lines and not self._paused and not self.transport.disconnecting:
+            line = lines.popleft()
+            if line is not None and line.endswith(b"\r"):
+                line = line[:-1]
+            if line is None or len(line) > self.MAX_LENGTH:
+                self.lineLengthExceeded((line or b"").decode("utf-8", "replace"))
+                continue
+            parsed = _parseMessage(line.decode("utf-8", "replace"))
+            if parsed is not None:
+                prefix, command, params = parsed
+                self.handleCommand(command, prefix, params)
+
+    def lineLengthExceeded(self, line: str) -> None:
+        """A line over :attr:`MAX_LENGTH` is answered and skipped."""
+        self._reply(_ERR_INPUTTOOLONG, ":Input line was too long")
+
+    def handleCommand(self, command: str, prefix: str, params: list[str]) -> None:
+        """
+        Check a command before its handler runs: a known one (else ``421``),
+        in the right state (``451``, ``462``), with its parameters.
+        """
+        rule = _COMMANDS.get(command.upper()) if _COMMAND.fullmatch(command) else None
+        if rule is None:
+            self._reply(irc.ERR_UNKNOWNCOMMAND, command, ":Unknown command")
+            return
+        command = command.upper()
+        registered = self.avatar is not None
+        if rule.registered is True and not registered:
+            self._reply(_ERR_NOTREGISTERED, ":You have not registered")
+            return
+        if rule.registered is False and registered:
+            self._reply(_ERR_ALREADYREGISTRED, ":Unauthorized command (already registered)")
+            return
+        if len(params) < rule.least:
+            reply = rule.reply(command, params)
+            if reply is not None:
+                self._reply(*reply)
+            return
+        super().handleCommand(command, prefix, params)
+
+    # Flow control: IPushProducer, for the transport.
+
+    def pauseProducing(self) -> None:
+        # A TCP transport asks again on every write while its buffer is full.
+        if not self._paused:
+            self._paused = True
+            self._queued = 0
+            self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._queued = 0
+        self.transport.resumeProducing()
+        self._handleLines()
+
+    def stopProducing(self) -> None:
+        self._paused = True
+        self._lines.clear()
+
+    def sendLine(self, line: str) -> None:
+        if self._dropped:
+            return
+        data = (line + "\r\n").encode("utf-8")
+        if self._paused:
+            self._queued += len(data)
+            if self._queued > self.maxSendQueue:
+                self._drop()
+                return
+        self.transport.write(data)
+
+    def _drop(self) -> None:
+        _log.info(
+            "dropping IRC client {nickname} ({peer}): Max SendQ exceeded, "
+            "more than {limit} bytes waiting beyond the transport's buffer",
+            nickname=self.name or "*",
+            peer=self.transport.getPeer(),
+            limit=self.maxSendQueue,
+        )
+        self._dropped = True
+        self._lines.clear()
+        self.transport.unregisterProducer()
+        self.transport.abortConnection()
+
+    # Registration.
 
     def irc_NICK(self, prefix: str, params: list[str]) -> None:
-        if getattr(self, "avatar", None) is not None:
-            self._reply(irc.ERR_ERRONEUSNICKNAME, params[0] if params else "*",
+        if self.avatar is not None:
+            self._reply(irc.ERR_ERRONEUSNICKNAME, params[0],
                         ":Changing nicknames is not supported")  # fmt: skip
             return
-        if not params or not params[0]:
+        nickname = params[0]
+        if not nickname:
             self._reply(irc.ERR_NONICKNAMEGIVEN, ":No nickname given")
             return
-        nickname = params[0]
         if not _NICKNAME.fullmatch(nickname) or nickname.lower() in (
             "nickserv",
             str(self.hostname).lower(),
@@ -106,27 +401,11 @@ class _UpgradedIRCUser(service.IRCUser):
                 # With --auth a nickname other than the HTTP user's needs
                 # its own password, given with PASS before NICK.
                 self._reply(irc.ERR_PASSWDMISMATCH, ":Password required for this nickname")
-                self.transport.loseConnection()
+                closeTransport(self.transport)
                 return
         self.password = None
         self.nickname = self.name = nickname
         self.logInAs(nickname, password)
-
-    def goingAway(self) -> None:
-        # RFC 2812 §3.7.4: ERROR tells a client why its link is closing.
-        self.sendLine("ERROR :Closing Link: server shutting down")
-        closeTransport(self.transport)
-
-    def irc_PING(self, prefix: str, params: list[str]) -> None:
-        # RFC 2812 §3.7.3: PONG names this server and echoes the token, which
-        # clients use to measure lag.
-        token = params[-1] if params else self.hostname
-        self.sendLine(f":{self.hostname} PONG {self.hostname} :{token}")
-
-    def _reply(self, code: str, *params: str) -> None:
-        # Before registration the target of a numeric reply is "*".
-        target = self.name if getattr(self, "avatar", None) is not None else "*"
-        self.sendLine(f":{self.hostname} {code} {target} {' '.join(params)}")
 
     def logInAs(self, nickname: str, password: bytes | str) -> None:
         if getattr(self, "_preAuthenticated", False):
@@ -152,9 +431,105 @@ class _UpgradedIRCUser(service.IRCUser):
             return
         if failure.check(error.UnauthorizedLogin, error.UnhandledCredentials):
             self._reply(irc.ERR_PASSWDMISMATCH, ":Password incorrect")
-            self.transport.loseConnection()
+        else:
+            _log.failure("IRC login of {nickname} failed", failure, nickname=nickname)
+            self.sendLine("ERROR :Closing Link: server error during login")
+        closeTransport(self.transport)
+
+    # Commands whose handlers in twisted.words need more, or are missing.
+
+    def irc_QUIT(self, prefix: str, params: list[str]) -> None:
+        closeTransport(self.transport)
+
+    def irc_PING(self, prefix: str, params: list[str]) -> None:
+        # RFC 2812 §3.7.3: PONG names this server and echoes the token, which
+        # clients use to measure lag.
+        self.sendLine(f":{self.hostname} PONG {self.hostname} :{params[-1]}")
+
+    def irc_PONG(self, prefix: str, params: list[str]) -> None:
+        # RFC 2812 §3.7.3: this server sends no PING, so a PONG is not news.
+        pass
+
+    def irc_PRIVMSG(self, prefix: str, params: list[str]) -> None:
+        if not params[-1]:
+            self._reply(irc.ERR_NOTEXTTOSEND, ":No text to send")
             return
-        super()._ebLogin(failure, nickname)
+        super().irc_PRIVMSG(prefix, params)
+
+    def irc_NOTICE(self, prefix: str, params: list[str]) -> None:
+        # RFC 2812 §3.3.2: as PRIVMSG, without any reply, errors included.
+        name, text = params[0], params[-1]
+        if name.startswith("#"):
+            target = self.realm.lookupGroup(name[1:])
+        else:
+            target = self.realm.lookupUser(name).addCallback(lambda user: user.mind)
+
+        def send(recipient: Any) -> None:
+            if recipient is not None and text:
+                self.avatar.send(recipient, {"text": text, "notice": True})
+
+        target.addCallbacks(send, lambda f: f.trap(ewords.NoSuchGroup, ewords.NoSuchUser))
+
+    def receive(self, sender: Any, recipient: Any, message: dict[str, Any]) -> None:
+        if not message.get("notice"):
+            super().receive(sender, recipient, message)
+            return
+        name = "#" + recipient.name if iwords.IGroup.providedBy(recipient) else recipient.name
+        for text in message["text"].splitlines():
+            self.notice(f"{sender.name}!{sender.name}@{self.hostname}", name, text)
+
+    def irc_JOIN(self, prefix: str, params: list[str]) -> None:
+        # RFC 2812 §3.2.1: a comma-separated list; the keys are ignored, as
+        # twisted.words has no channel keys.
+        for name in params[0].split(","):
+            if not _CHANNEL.fullmatch(name):
+                self._reply(irc.ERR_NOSUCHCHANNEL, name or "*", ":No such channel")
+            elif self._membership(name) is not None:
+                pass  # already there: nothing to do, as other servers
+            elif len(self.avatar.groups) >= self.maxChannels:
+                self._reply(irc.ERR_TOOMANYCHANNELS, name, ":You have joined too many channels")
+            else:
+                super().irc_JOIN(prefix, [name])
+
+    def irc_PART(self, prefix: str, params: list[str]) -> None:
+        # RFC 2812 §3.2.2: a comma-separated list, then an optional message.
+        for name in params[0].split(","):
+            if self._membership(name) is not None:
+                super().irc_PART(prefix, [name, *params[1:]])
+            elif name.startswith("#") and name[1:].lower() in self.realm.groups:
+                self._reply(irc.ERR_NOTONCHANNEL, name, ":You're not on that channel")
+            else:
+                self._reply(irc.ERR_NOSUCHCHANNEL, name or "*", ":No such channel")
+
+    def irc_NAMES(self, prefix: str, params: list[str]) -> None:
+        if not params:
+            # RFC 2812 §3.2.5 would list every channel; as most servers
+            # today, only the end of the (empty) list.
+            self._reply(irc.RPL_ENDOFNAMES, "*", ":End of /NAMES list")
+            return
+        super().irc_NAMES(prefix, params)
+
+    def _membership(self, name: str) -> Any:
+        """The channel ``name`` if this user is in it, else ``None``."""
+        if not name.startswith("#"):
+            return None
+        key = name[1:].lower()
+        for group in self.avatar.groups:
+            if group.name == key:
+                return group
+        return None
+
+    # Going away, and replies.
+
+    def goingAway(self) -> None:
+        # RFC 2812 §3.7.4: ERROR tells a client why its link is closing.
+        self.sendLine("ERROR :Closing Link: server shutting down")
+        closeTransport(self.transport)
+
+    def _reply(self, code: str, *params: str) -> None:
+        # Before registration the target of a numeric reply is "*".
+        target = self.name if self.avatar is not None else "*"
+        self.sendLine(f":{self.hostname} {code} {target} {' '.join(params)}")
 
 
 class _Factory(service.IRCFactory):
@@ -169,11 +544,33 @@ class IRCHandler:
     :param checkers: the ``--auth`` credential checkers; none means an open
         server where any nickname registers without a password.
     :param name: the server name IRC clients see.
+    :param maxChannels: how many channels a client may be in at once; one
+        more ``JOIN`` gets ``405 ERR_TOOMANYCHANNELS`` (RFC 2812 §3.2.1).
+        The default, 10, is ngIRCd's ``MaxJoins``.
+    :param maxSendQueue: how many bytes may wait for a client that does not
+        read, beyond what its transport buffers before it asks to pause
+        (64 KiB for TCP); past that the client is dropped and the reason
+        logged. While the transport is paused nothing more is read from the
+        client, so only what *others* send it (channel and private messages)
+        can fill this queue. ngIRCd drops a client at 32 KiB in all.
     """
 
-    def __init__(self, checkers: list[ICredentialsChecker], name: str = "upgradable") -> None:
-        self.realm = service.InMemoryWordsRealm(name)
-        self.realm.createGroupOnRequest = True
+    #: The defaults of ``maxChannels`` and ``maxSendQueue``.
+    maxChannels = 10
+    maxSendQueue = 64 * 1024
+
+    def __init__(
+        self,
+        checkers: list[ICredentialsChecker],
+        name: str = "upgradable",
+        maxChannels: int = maxChannels,
+        maxSendQueue: int = maxSendQueue,
+    ) -> None:
+        if maxChannels < 1 or maxSendQueue < 1:
+            raise ValueError("maxChannels and maxSendQueue must be at least 1")
+        self.realm = _Realm(name)
+        self.maxChannels = maxChannels
+        self.maxSendQueue = maxSendQueue
         checker: ICredentialsChecker = EitherEncoding(checkers) if checkers else _AnyNick()
         portal = Portal(self.realm, [_TrustHTTP(), checker])
         self.factory = _Factory(self.realm, portal)
@@ -184,6 +581,8 @@ class IRCHandler:
             return Decline()
         protocol: Any = self.factory.buildProtocol(request.peer)
         protocol.open = self.open
+        protocol.maxChannels = self.maxChannels
+        protocol.maxSendQueue = self.maxSendQueue
         avatarId = request.avatarId
         if isinstance(avatarId, bytes):
             avatarId = avatarId.decode("utf-8", "replace")
