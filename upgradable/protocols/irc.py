@@ -346,7 +346,8 @@ class _UpgradedIRCUser(service.IRCUser):
         self._handleLines()
 
     def stopProducing(self) -> None:
-        self._paused = True
+        # The connection is gone: nothing more is read, handled or written.
+        self._paused = self._dropped = True
         self._lines.clear()
 
     def sendLine(self, line: str) -> None:
@@ -500,6 +501,11 @@ class _UpgradedIRCUser(service.IRCUser):
                 self._reply(irc.ERR_NOTONCHANNEL, name, ":You're not on that channel")
             else:
                 self._reply(irc.ERR_NOSUCHCHANNEL, name or "*", ":No such channel")
+
+    def _userMode(self, user: Any, modes: str | None = None, *more: str) -> None:
+        # RFC 2812 §3.1.5: several mode strings may follow the nickname;
+        # twisted.words takes one (and refuses any flag anyway).
+        super()._userMode(user, modes)
 
     def irc_NAMES(self, prefix: str, params: list[str]) -> None:
         if not params:
