@@ -674,6 +674,30 @@ def test_everyMalformedLineOverARealSocketLeavesTheConnectionAndNoTraceback() ->
     assert "Traceback" not in server.log()
 
 
+def test_quitOverTLSClosesTheConnection(certificate: Path) -> None:
+    """
+    The IRC protocol is its transport's producer; over TLS a registered
+    producer would keep the connection open after QUIT, so it unregisters
+    first, and the server closes.
+    """
+    import ssl
+
+    with twistd("--listen", f"ssl:0:interface=127.0.0.1:privateKey={certificate}") as server:
+        deadline = time.monotonic() + 10
+        while not (found := re.findall(r"port=(\d+)\) \(ssl:", server.log())):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        context = ssl.create_default_context(cafile=str(certificate))
+        raw = socket.create_connection(("127.0.0.1", int(found[0])), timeout=10)
+        sock = context.wrap_socket(raw, server_hostname="127.0.0.1")
+        sock.sendall(IRC_REQ + b"NICK alice\r\nUSER a 0 * :A\r\n")
+        readUntil(sock, b" 376 alice ")
+        sock.sendall(b"QUIT :bye\r\n")
+        assert readAll(sock) == b""
+        sock.close()
+    assert "Traceback" not in server.log()
+
+
 def converse(sock: socket.socket, lines: list[bytes], batch: int = 500) -> bytes:
     """Send ``lines`` in batches, reading every reply to each batch."""
     replies = []
