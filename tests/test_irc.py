@@ -15,6 +15,7 @@ import pytest
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
+from twisted.words import service
 
 from upgradable import UpgradeRegistry
 from upgradable._auth import BasicAuthHandler
@@ -323,6 +324,16 @@ def test_malformedOrEarlyCommandsBeforeRegistrationGetTheirNumericAndRegistratio
     client.send("NICK carol")
     assert client.lines()[0] == ":upgradable 001 carol :connected to Twisted IRC"
     assertNoFailureLogged(logged)
+
+
+def test_theGateKnowsEveryCommandTwistedWordsHandles() -> None:
+    """
+    Every ``irc_*`` handler of twisted.words' IRCUser is in the table the
+    gate checks (but its NickServ stand-in, reached by no command).
+    """
+    handled = {name[4:] for name in dir(service.IRCUser) if name.startswith("irc_")}
+    assert handled - {"NICKSERV_PRIVMSG", "unknown"} <= set(COMMANDS)
+    assert set(COMMANDS) - handled == {"PONG", "NOTICE"}
 
 
 PARAMETER_SHAPES = [

@@ -502,10 +502,10 @@ class _UpgradedIRCUser(service.IRCUser):
             else:
                 self._reply(irc.ERR_NOSUCHCHANNEL, name or "*", ":No such channel")
 
-    def _userMode(self, user: Any, modes: str | None = None, *more: str) -> None:
-        # RFC 2812 §3.1.5: several mode strings may follow the nickname;
+    def irc_MODE(self, prefix: str, params: list[str]) -> None:
+        # RFC 2812 §3.1.5: several mode strings may follow a nickname;
         # twisted.words takes one (and refuses any flag anyway).
-        super()._userMode(user, modes)
+        super().irc_MODE(prefix, params if params[0].startswith("#") else params[:2])
 
     def irc_NAMES(self, prefix: str, params: list[str]) -> None:
         if not params:
