@@ -25,11 +25,15 @@ Limits, each an argument of :class:`IRCHandler`:
 """
 
 # What the protocol keeps:
-# - Peer input never raises. Bytes become lines here (not in Twisted's
-#   IRC.dataReceived, which decodes each read as a whole and raises on a read
-#   that is not UTF-8 or that splits a character); each line is decoded on its
-#   own, and bytes that are not UTF-8 become U+FFFD, which no nickname or
-#   command matches. A line's parse never raises (_parseMessage).
+# - Peer input never raises. Bytes become lines here: not in Twisted's
+#   IRC.dataReceived, which decodes each read as a whole (and raises on a read
+#   that is not UTF-8 or that splits a character), nor with LineReceiver,
+#   which copies its buffer once per line; both, after a line too long, go on
+#   reading in the middle of it. Each line is decoded on its own, bytes that
+#   are not UTF-8 becoming U+FFFD, which no nickname or command matches. The
+#   limit is IRC.MAX_LENGTH and the answer IRC.lineLengthExceeded, as in
+#   Twisted, but the rest of a long line is skipped, not read as a command.
+#   A line's parse never raises (_parseMessage).
 # - Every command reaches its handler through one gate (handleCommand): the
 #   command must be one of _COMMANDS (else 421), registered first where it
 #   needs to be (451), and have its parameters (461, or the RFC's own numeric
@@ -290,7 +294,7 @@ class _UpgradedIRCUser(service.IRCUser):
 
     def _handleLines(self) -> None:
         lines = self._lines
-        while lines and not self._paused and not self.transport.disconnecting:
+        while lines and not (self._paused or self._dropped or self.transport.disconnecting):
             line = lines.popleft()
             if line is not None and line.endswith(b"\r"):
                 line = line[:-1]
