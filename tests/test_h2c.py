@@ -462,3 +462,54 @@ def test_resourceSecurityIsTheSameOnEveryStream() -> None:
 )
 def test_decodeSettings(value: bytes, expected: bytes | None) -> None:
     assert decodeSettings(value) == expected
+
+
+def test_aFullSendBufferStopsReadingUntilItDrains() -> None:
+    """
+    When the transport's buffer is full, the connection stops reading the
+    client (its PINGs wait in the socket instead of queueing answers), and
+    reads again, answering, once the buffer drains.
+    """
+    server = h2cServer()
+    client = Client(server)
+    client.request()
+    client.exchange()
+    transport = server.transport
+    connection = transport.producer
+    assert transport.streaming and transport.producerState == "producing"
+    connection.pauseProducing()  # what a full buffer makes the transport do
+    assert transport.producerState == "paused"
+    client.conn.ping(b"12345678")
+    client.exchange()
+    assert not any(isinstance(e, h2.events.PingAckReceived) for e in client.events)
+    connection.resumeProducing()
+    assert transport.producerState == "producing"
+    client.exchange()
+    assert [e.ping_data for e in client.events if isinstance(e, h2.events.PingAckReceived)] == [
+        b"12345678"
+    ]
+
+
+def test_aResumeThatFillsTheBufferAgainLeavesReadingStopped() -> None:
+    """
+    What the connection writes when it resumes (its queued answers) may fill
+    the buffer at once: reading then stays stopped.
+    """
+    server = h2cServer()
+    client = Client(server)
+    client.request()
+    client.exchange()
+    transport = server.transport
+    connection = transport.producer
+    connection.pauseProducing()
+    client.conn.ping(b"12345678")
+    client.exchange()
+    write = transport.write
+
+    def writeAndFill(data: bytes) -> None:
+        write(data)
+        connection.pauseProducing()  # the flushed answer fills the buffer again
+
+    transport.write = writeAndFill  # type: ignore[method-assign]
+    connection.resumeProducing()
+    assert transport.producerState == "paused"

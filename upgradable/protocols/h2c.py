@@ -180,6 +180,21 @@ class _H2CConnection(H2Connection):
             self._prefaceSeen = seen + len(chunk)
         super().dataReceived(data)
 
+    # IPushProducer, as the transport's producer: Twisted's H2Connection only
+    # stops *writing* when the transport's buffer is full, and goes on reading;
+    # every PING or SETTINGS it reads then queues an answer (RFC 9113 §6.5.3,
+    # §6.7) until 17 KiB are queued and it aborts the connection. Reading
+    # stops too, as for every other protocol here: the peer's frames wait in
+    # its socket until it reads what we sent, and nothing queues meanwhile.
+    def pauseProducing(self) -> None:
+        super().pauseProducing()
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        # Reading first: what the resumed sender writes may pause us again.
+        self.transport.resumeProducing()
+        super().resumeProducing()
+
     def goingAway(self) -> None:
         # RFC 9113 §6.8: GOAWAY(NO_ERROR) names the last stream served, so
         # the client knows what to retry elsewhere.
