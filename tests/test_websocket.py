@@ -386,3 +386,78 @@ def test_aPeerThatStopsReadingAfterTheCloseIsAbortedAfterFiveSeconds(frame: byte
     assert server.transport.disconnecting and not getattr(server.transport, "disconnected", False)
     server.clock.advance(5)
     assert server.transport.disconnected  # what StringTransport.abortConnection sets
+
+
+def deflatedMessage(payload: bytes) -> bytes:
+    import zlib
+
+    compressor = zlib.compressobj(wbits=-15)
+    data = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    frame = mask(data[:-4], opcode=0x2)
+    return bytes([frame[0] | 0x40]) + frame[1:]  # RSV1: compressed
+
+
+class PausingEcho(Echo):
+    """An echo whose first answer fills the transport's buffer."""
+
+    pauses = 0
+    resumes = 0
+
+    def messageReceived(self, message: str | bytes) -> None:
+        super().messageReceived(message)
+        assert self._connection is not None
+        if len(self.received) == 1:
+            self._connection.transport.producer.pauseProducing()
+
+    def pauseProducing(self) -> None:
+        self.pauses += 1
+        super().pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.resumes += 1
+        super().resumeProducing()
+
+
+def test_aFullBufferStopsParsingTheRestOfARead() -> None:
+    """
+    When an answer fills the transport's buffer, the messages left in the
+    same read are neither inflated nor delivered until it drains, and
+    reading stops meanwhile; the application sees one pause and one resume.
+    """
+    registry = UpgradeRegistry()
+    registry.register(b"websocket", WebSocketHandler({b"/chat": PausingEcho}))
+    server = Server(registry=registry)
+    server.send(WS_REQ[:-2] + b"Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n")
+    server.clear()
+    app = Echo.instances[-1]
+    assert isinstance(app, PausingEcho)
+    messages = [bytes([n]) * (256 * 1024) for n in range(8)]
+    server.send(b"".join(deflatedMessage(m) for m in messages))
+    assert app.received == messages[:1]
+    assert server.transport.producerState == "paused"
+    server.transport.producer.resumeProducing()
+    assert app.received == messages
+    assert server.transport.producerState == "producing"
+    assert (app.pauses, app.resumes) == (1, 1)
+
+
+def test_aReadWhilePausedIsParsedWhole() -> None:
+    """
+    An application that goes on reading while paused gets every message of
+    each read: nothing piles up unparsed behind the pause.
+    """
+
+    class KeepReading(Echo):
+        def pauseProducing(self) -> None:
+            pass  # its choice: go on reading
+
+    registry = UpgradeRegistry()
+    registry.register(b"websocket", WebSocketHandler({b"/chat": KeepReading}))
+    server = Server(registry=registry)
+    server.send(WS_REQ[:-2] + b"Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n")
+    server.clear()
+    app = Echo.instances[-1]
+    server.transport.producer.pauseProducing()
+    messages = [bytes([n]) * (256 * 1024) for n in range(4)]
+    server.send(b"".join(deflatedMessage(m) for m in messages))
+    assert app.received == messages

@@ -67,6 +67,8 @@ def parse(*reads: bytes, maxMessageSize: int = 1 << 20, deflate: Deflate | None 
     events = []
     for data in reads:
         events += parser.receive(data)
+    while parser.backlog:
+        events += parser.receive(b"")
     return events
 
 
@@ -600,3 +602,50 @@ def test_aFrameInManySmallReadsCostsItsOwnSize() -> None:
         tracemalloc.stop()
     assert held < 400 * 1024, f"{held} bytes held for a 256 KiB frame"
     assert parser.receive(data[-1:]) == [(BINARY, b"x" * 256 * 1024)]
+
+
+def deflatedFrame(payload: bytes) -> bytes:
+    """A compressed binary message, compressed alone (no context takeover)."""
+    compressor = zlib.compressobj(wbits=-15)
+    data = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    return clientFrame(data[:-4], BINARY, rsv=0x40)
+
+
+def test_oneCallInflatesAboutABudgetAndLeavesTheRestAsBacklog() -> None:
+    """
+    A read of small compressed frames that inflate to 256 KiB each gives one
+    message per call (the budget is 64 KiB), not all of them at once; the
+    rest waits unparsed and comes out, in order, call by call.
+    """
+    messages = [bytes([n]) * (256 * 1024) for n in range(10)]
+    data = b"".join(deflatedFrame(m) for m in messages)
+    assert len(data) < 10 * 1024  # kilobytes in, megabytes out
+    parser = FrameParser(1 << 20, Deflate(clientNoContext=True))
+    calls = [parser.receive(data)]
+    while parser.backlog:
+        calls.append(parser.receive(b""))
+    assert [len(events) for events in calls] == [1] * 10
+    assert [event for events in calls for event in events] == [(BINARY, m) for m in messages]
+
+
+def test_theBacklogIsParsedBeforeNewData() -> None:
+    """Data that arrives while a backlog waits is parsed after it."""
+    big, small = bytes(200 * 1024), b"after"
+    parser = FrameParser(1 << 20, Deflate(clientNoContext=True))
+    assert parser.receive(deflatedFrame(big) + deflatedFrame(big)) == [(BINARY, big)]
+    assert parser.backlog
+    assert parser.receive(clientFrame(small, BINARY)) == [(BINARY, big)]
+    assert parser.receive(b"") == [(BINARY, small)]
+    assert not parser.backlog
+
+
+def test_aBudgetOfSmallFramesStopsBetweenFrames() -> None:
+    """Uncompressed frames too: a call stops once the budget is reached."""
+    parser = FrameParser(1 << 20)
+    parser.budget = 1000
+    data = b"".join(clientFrame(b"x" * 100, BINARY) for _ in range(25))
+    assert len(parser.receive(data)) == 10
+    assert parser.backlog
+    assert len(parser.receive(b"")) == 10
+    assert len(parser.receive(b"")) == 5
+    assert not parser.backlog

@@ -15,6 +15,11 @@
 #   checked before any of its payload is buffered, and inflating is bounded
 #   by the room left, so a small compressed frame cannot inflate to gigabytes.
 # * A close frame's code is one an endpoint may send (§7.4), its reason UTF-8.
+# * One call returns about ``budget`` bytes of payload at most (plus the
+#   message that crosses it): the rest of the input waits, unparsed, for the
+#   next call (``backlog``). So a read of small compressed frames cannot
+#   inflate into hundreds of megabytes at once, and a connection whose peer
+#   stops reading can stop parsing between two calls.
 # Whatever breaks a rule ends the input with a FAIL event that carries the
 # close code to answer with (§7.4.1: 1002, 1007, 1009). After FAIL or CLOSE
 # the parser ignores everything.
@@ -271,6 +276,7 @@ class FrameParser:
         "_parts",
         "_pending",
         "_size",
+        "budget",
         "deflate",
         "maxMessageSize",
     )
@@ -286,9 +292,23 @@ class FrameParser:
         self._size = 0
         self._decoder: Any = None
         self._done = False
+        #: About how many bytes of payload one call returns at most.
+        self.budget = 1 << 16
+
+    @property
+    def backlog(self) -> bool:
+        """
+        Whether input is left over from the last call's budget: ``receive(b"")``
+        (or with more data, which is parsed after it) returns its events.
+        """
+        pending = self._pending
+        return pending is not None and len(pending) >= self._need
 
     def receive(self, data: bytes) -> list[tuple[int, Any]]:
-        """The events ``data`` completes, in order."""
+        """
+        The events ``data`` (after any backlog) completes, in order, up to
+        about ``budget`` bytes of payload.
+        """
         if self._done:
             return []
         pending = self._pending
@@ -323,7 +343,11 @@ class FrameParser:
     def _frames(self, data: bytes, events: list[tuple[int, Any]]) -> None:
         position = 0
         end = len(data)
+        produced = 0
         while position < end:
+            if produced >= self.budget:
+                self._wait(data, position, 0)  # the backlog
+                return
             available = end - position
             if available < 2:
                 self._wait(data, position, 2)
@@ -358,9 +382,12 @@ class FrameParser:
             payload = _unmask(data[start - 4 : start], data[start:stop])
             position = stop
             if opcode < 8:
-                self._data(opcode, bool(first & 0x80), bool(first & 0x40), payload, events)
+                produced += self._data(
+                    opcode, bool(first & 0x80), bool(first & 0x40), payload, events
+                )
             elif opcode == PING:
                 events.append((PING, payload))
+                produced += len(payload)
             elif opcode == CLOSE:
                 events.append((CLOSE, _parseClose(payload)))
                 self._done = True
@@ -409,7 +436,8 @@ class FrameParser:
 
     def _data(
         self, opcode: int, final: bool, rsv1: bool, payload: bytes, events: list[tuple[int, Any]]
-    ) -> None:
+    ) -> int:
+        """Adds a frame's data to its message; returns its size, inflated."""
         first = opcode != CONTINUATION
         if first:
             self._opcode = opcode
@@ -431,7 +459,7 @@ class FrameParser:
                     raise _Fail(INVALID_PAYLOAD, "text message is not UTF-8") from None
             else:
                 events.append((BINARY, payload))
-            return
+            return len(payload)
         self._size += len(payload)
         if self._size > self.maxMessageSize:
             raise _Fail(MESSAGE_TOO_BIG, "message too big")
@@ -451,6 +479,7 @@ class FrameParser:
             self._opcode = 0
             self._size = 0
             events.append((opcode, "".join(parts) if opcode == TEXT else b"".join(parts)))
+        return len(payload)
 
 
 def _parseClose(payload: bytes) -> tuple[int | None, str]:

@@ -145,6 +145,8 @@ class _WebSocketConnection(Protocol):
     _closedCode: int | None = None
     _closedReason = ""
     _closeTimer: Any = None
+    _writable = True  # the transport takes more (it has not paused us)
+    _appPaused = False
 
     def __init__(
         self, app: WebSocketProtocol, deflate: Deflate | None, maxMessageSize: int
@@ -160,26 +162,41 @@ class _WebSocketConnection(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.state == _CLOSED:
             return  # closed: TLS may still deliver bytes until the peer's close_notify
-        for kind, value in self.frames.receive(data):
-            if kind == TEXT or kind == BINARY:
-                self.app.messageReceived(value)
-            elif kind == PING:
-                if self.state == _OPEN:
-                    writeNow(self.transport, frame(PONG, value))
-            else:
-                # CLOSE: answer the peer's close with its code (RFC 6455
-                # §5.5.1); FAIL: fail the connection with the code the
-                # error calls for (§7.1.7: 1002, 1007, 1009).
-                code, reason = value
-                self._closedCode, self._closedReason = code, reason
-                if self.state == _OPEN:
-                    answer = closePayload(code, reason if kind == FAIL else "")
-                    writeNow(self.transport, frame(CLOSE, answer))
-                self.state = _CLOSED
-                self._drop()
+        # Bytes that arrive while paused (the application chose to go on
+        # reading, or TLS had them decrypted already) are all parsed, so
+        # that the backlog never holds more than one read.
+        self._deliver(self.frames.receive(data), whole=not self._writable)
+
+    def _deliver(self, events: list[tuple[int, Any]], whole: bool = False) -> None:
+        """
+        Hand ``events`` on, then the parser's backlog, a budget at a time,
+        while the transport can take what the application answers (or all
+        of it, if ``whole``).
+        """
+        while True:
+            for kind, value in events:
+                if kind == TEXT or kind == BINARY:
+                    self.app.messageReceived(value)
+                elif kind == PING:
+                    if self.state == _OPEN:
+                        writeNow(self.transport, frame(PONG, value))
+                else:
+                    # CLOSE: answer the peer's close with its code (RFC 6455
+                    # §5.5.1); FAIL: fail the connection with the code the
+                    # error calls for (§7.1.7: 1002, 1007, 1009).
+                    code, reason = value
+                    self._closedCode, self._closedReason = code, reason
+                    if self.state == _OPEN:
+                        answer = closePayload(code, reason if kind == FAIL else "")
+                        writeNow(self.transport, frame(CLOSE, answer))
+                    self.state = _CLOSED
+                    self._drop()
+                    return
+                if self.transport.disconnecting:
+                    return
+            if not (self._writable or whole) or self.state == _CLOSED or not self.frames.backlog:
                 return
-            if self.transport.disconnecting:
-                return
+            events = self.frames.receive(b"")
 
     def sendMessage(self, message: str | bytes) -> None:
         if self.state != _OPEN:
@@ -246,11 +263,22 @@ class _WebSocketConnection(Protocol):
         self.app.connectionClosed(self._closedCode, self._closedReason)
 
     # IPushProducer: the transport tells us when the peer stops reading.
+    # What the parser has not parsed yet (a read is parsed a budget at a
+    # time) waits too, and is parsed first when the peer reads again; the
+    # application sees pause and resume alternate.
     def pauseProducing(self) -> None:
-        self.app.pauseProducing()
+        self._writable = False
+        if not self._appPaused:
+            self._appPaused = True
+            self.app.pauseProducing()
 
     def resumeProducing(self) -> None:
-        self.app.resumeProducing()
+        self._writable = True
+        if self.frames.backlog and self.state != _CLOSED:
+            self._deliver(self.frames.receive(b""))
+        if self._writable and self._appPaused:
+            self._appPaused = False
+            self.app.resumeProducing()
 
     def stopProducing(self) -> None:
         self._drop()
