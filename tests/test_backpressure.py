@@ -14,15 +14,7 @@ pauses reading grows by its transport's buffer and some allocator noise.
 To attack another protocol, add an :class:`Attack` to ``ATTACKS``: the
 server's arguments, the upgrade request, and the bytes to flood with (and,
 to check that the connection works again once the client reads, a probe
-and its answer). The IRC sample, for instance::
-
-    Attack(
-        "irc-ping",
-        (),
-        upgradeRequest(b"IRC/6.9"),
-        lambda: chain([b"NICK a\\r\\nUSER a 0 * :a\\r\\n"], repeated(b"PING :x\\r\\n")()),
-        probe=(b"PING :probe\\r\\n", b"probe"),
-    )
+and its answer).
 """
 
 from __future__ import annotations
@@ -37,7 +29,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from itertools import cycle
+from itertools import chain, cycle
 from pathlib import Path
 
 import pytest
@@ -313,6 +305,14 @@ ATTACKS = [
         upgradeRequest(b"FLOOD/1"),
         nothing,
         lambda: backend(flooding),
+    ),
+    # Every PING makes the IRC server write a PONG.
+    Attack(
+        "irc-ping",
+        (),
+        upgradeRequest(b"IRC/6.9"),
+        lambda: chain([b"NICK flooder\r\nUSER flooder 0 * :f\r\n"], repeated(b"PING :x\r\n")()),
+        probe=(b"PING :probe\r\n", b"probe"),
     ),
 ]
 
