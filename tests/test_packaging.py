@@ -11,9 +11,12 @@ import site
 import subprocess
 import sys
 import sysconfig
+import tarfile
 import venv
 import zipfile
+from email.parser import HeaderParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,6 +62,53 @@ def test_wheelShipsThePluginAndNoNamespaceInit(wheel: Path) -> None:
     assert "twisted/plugins/__init__.py" not in names
     assert not [n for n in names if n.endswith("dropin.cache") or "__pycache__" in n]
     assert not [n for n in names if n.startswith(("tests/", "docs/", "bench/"))]
+
+
+def wheelMetadata(wheel: Path) -> tuple[Any, set[str]]:
+    """The wheel's METADATA headers and the names of its files."""
+    archive = zipfile.ZipFile(wheel)
+    names = set(archive.namelist())
+    [metadata] = [n for n in names if n.endswith(".dist-info/METADATA")]
+    return HeaderParser().parsestr(archive.read(metadata).decode("utf-8")), names
+
+
+def test_versionIsOneValueInThePackageTheMetadataAndTheWheel(wheel: Path) -> None:
+    """upgradable.__version__ is what the installed metadata and the built wheel say."""
+    import importlib.metadata
+
+    from upgradable import _version
+
+    assert upgradable.__version__ is _version.__version__
+    assert upgradable.__version__ == importlib.metadata.version("upgradable")
+    headers, _ = wheelMetadata(wheel)
+    assert headers["Version"] == upgradable.__version__
+    assert wheel.name.startswith(f"upgradable-{upgradable.__version__}-")
+
+
+def test_wheelCarriesTheLicenseFileAndTheMITExpression(wheel: Path) -> None:
+    headers, names = wheelMetadata(wheel)
+    assert headers["License-Expression"] == "MIT"
+    assert headers.get_all("License-File") == ["LICENSE"]
+    [licensed] = [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
+    text = zipfile.ZipFile(wheel).read(licensed).decode("utf-8")
+    assert text == (ROOT / "LICENSE").read_text()
+    assert text.startswith("MIT License\n")
+
+
+def test_sdistHoldsTheLicenseTheChangelogAndItsFragments(tmp_path: Path) -> None:
+    """What towncrier needs at release time travels with the source."""
+    subprocess.run(
+        [sys.executable, "-m", "hatchling", "build", "-t", "sdist", "-d", str(tmp_path)],
+        check=True, cwd=ROOT, capture_output=True,
+    )  # fmt: skip
+    [sdist] = tmp_path.glob("upgradable-*.tar.gz")
+    assert sdist.name == f"upgradable-{upgradable.__version__}.tar.gz"
+    with tarfile.open(sdist) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    assert {"LICENSE", "NEWS.md", "README.md", "pyproject.toml", "upgradable/_version.py"} <= names
+    fragments = {p.relative_to(ROOT).as_posix() for p in (ROOT / "changelog.d").iterdir()}
+    assert "changelog.d/README.md" in fragments
+    assert fragments <= names
 
 
 def nestedVenv(tmp_path: Path) -> Path:

@@ -244,3 +244,17 @@ def test_h2cBehindAProxyIsRefusedUnlessTheOperatorOptsIn(
     handler = site.registry.lookup((b"h2c", None))
     assert isinstance(handler, H2CHandler)
     assert handler.allowBehindProxy is allowed
+
+
+@pytest.mark.parametrize("command", ["upgradable", "upgradable-tunnel"])
+def test_versionPrintsUpgradablesVersionBesideTwistedsAndExits0(command: str, capsys) -> None:
+    import upgradable
+    from twisted import copyright
+
+    [maker] = [m for m in getPlugins(IServiceMaker) if m.tapname == command]
+    with pytest.raises(SystemExit) as exited:
+        maker.options().parseOptions(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == (
+        f"upgradable {upgradable.__version__}\nTwisted {copyright.version}\n"
+    )

@@ -494,3 +494,18 @@ def test_anIdleH2cConnectionGetsAGoaway() -> None:
     assert [e.error_code for e in ended] == [0]  # NO_ERROR
     assert any(isinstance(e, h2.events.StreamEnded) and e.stream_id == 1 for e in events)
     assert "Traceback" not in server.log()
+
+
+def test_versionOfTheCommandNamesUpgradableAndTwisted(tmp_path: Path) -> None:
+    import upgradable
+
+    done = subprocess.run(
+        [*TWISTD, "upgradable", "--version"], capture_output=True, text=True, cwd=tmp_path,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    [ours, twisted] = done.stdout.splitlines()
+    assert ours == f"upgradable {upgradable.__version__}"
+    assert re.fullmatch(r"Twisted \d+\.\d+\.\d+\S*", twisted), twisted
+    assert done.stderr == ""
+    assert list(tmp_path.iterdir()) == []  # no pid file, no log

@@ -8,6 +8,7 @@ from ._decisions import Accept, Decision, Decline, Reject, UpgradeRequest
 from ._registry import UpgradeRegistry
 from ._resource import UpgradeRequired
 from ._site import UpgradableSite
+from ._version import __version__ as __version__
 
 __all__ = [
     "Accept",

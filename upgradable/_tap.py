@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from typing import Any
 
@@ -13,9 +14,20 @@ from twisted.logger import Logger
 
 from ._site import UpgradableSite
 
-__all__ = ["DrainingService", "LoggingEndpointService", "onSecondSignal"]
+__all__ = ["DrainingService", "LoggingEndpointService", "onSecondSignal", "printVersion"]
 
 _log = Logger()
+
+
+def printVersion() -> None:
+    """``--version`` of the twistd commands: upgradable's version, and Twisted's; then exit 0."""
+    from twisted import copyright
+
+    from ._version import __version__
+
+    sys.stdout.write(f"upgradable {__version__}\nTwisted {copyright.version}\n")
+    sys.stdout.flush()
+    sys.exit(0)
 
 
 class LoggingEndpointService(StreamServerEndpointService):

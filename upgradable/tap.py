@@ -24,7 +24,7 @@ from ._auth import BasicAuthHandler
 from ._health import WithHealthCheck
 from ._registry import FactoryHandler, UpgradeRegistry
 from ._site import UpgradableSite
-from ._tap import DrainingService, LoggingEndpointService
+from ._tap import DrainingService, LoggingEndpointService, printVersion
 from ._tokens import parseProduct
 from .interfaces import IUpgradeHandler, IUpgradeProtocolPlugin
 
@@ -182,6 +182,10 @@ class Options(usage.Options, AuthOptionMixin):
     def opt_without(self, name: str) -> None:
         """Do not enable the protocol plugin of this name, e.g. --without h2c (repeatable)."""
         self["without"].append(name)
+
+    def opt_version(self) -> None:
+        """Print the versions of upgradable and Twisted and exit."""
+        printVersion()
 
     def opt_list_protocols(self) -> None:
         """List the installed protocol plugins and exit."""

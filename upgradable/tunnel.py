@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from ._relay import Relay, RelaySide
-from ._tap import LoggingEndpointService
+from ._tap import LoggingEndpointService, printVersion
 from ._tokens import parseProduct
 from .client import UpgradeResult, upgrade
 
@@ -63,6 +63,10 @@ class Options(usage.Options):
         if parseProduct(product.encode("ascii", "replace")) is None:
             raise usage.UsageError(f"--protocol {product}: not a protocol product")
         self["protocols"].append(product.encode("ascii"))
+
+    def opt_version(self) -> None:
+        """Print the versions of upgradable and Twisted and exit."""
+        printVersion()
 
     def postOptions(self) -> None:
         import os
