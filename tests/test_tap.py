@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IServiceMaker, MultiService
@@ -54,7 +56,7 @@ def test_repeatedListenAndProtocol() -> None:
         "--listen", "tcp:0:interface=127.0.0.1", "--listen", "tcp:0:interface=::1",
         "--protocol", "irc", "--protocol", "irc", "--no-advertise",
     )  # fmt: skip
-    assert options["listen"] == ["tcp:0:interface=127.0.0.1", "tcp:0:interface=::1"]
+    assert options["listen"] == ["tcp:0:interface=127.0.0.1", r"tcp:0:interface=\:\:1"]
     assert [p.name for p in options["plugins"]] == ["irc"]
     assert options["advertise"] is False
 
@@ -258,3 +260,49 @@ def test_versionPrintsUpgradablesVersionBesideTwistedsAndExits0(command: str, ca
     assert capsys.readouterr().out == (
         f"upgradable {upgradable.__version__}\nTwisted {copyright.version}\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("typed", "used"),
+    [
+        ("tcp:8081:interface=::1", r"tcp:8081:interface=\:\:1"),
+        (r"tcp:8081:interface=\:\:1", r"tcp:8081:interface=\:\:1"),
+        ("tcp:0:interface=::", r"tcp:0:interface=\:\:"),
+        ("haproxy:tcp:8080:interface=::1", r"haproxy:tcp:8080:interface=\:\:1"),
+        ("tcp:8080:interface=::1:backlog=5", r"tcp:8080:interface=\:\:1:backlog=5"),
+        ("tcp:interface=::1:8080", r"tcp:interface=\:\:1:8080"),
+        ("tcp6:0:interface=fe80::1%lo", r"tcp6:0:interface=fe80\:\:1%lo"),
+        ("tcp:0:interface=127.0.0.1", "tcp:0:interface=127.0.0.1"),
+        ("unix:/tmp/upgradable.sock", "unix:/tmp/upgradable.sock"),
+    ],
+)
+def test_anIPv6InterfaceWorksAsPeopleTypeIt(typed: str, used: str) -> None:
+    """Twisted wants an IPv6 interface's colons escaped; --listen escapes them."""
+    from upgradable.tunnel import Options as TunnelOptions
+
+    assert parse("--listen", typed)["listen"] == [used]
+    tunnel = TunnelOptions()
+    tunnel.parseOptions(["--url", "http://x/", "--protocol", "IRC/6.9", "--listen", typed])
+    assert tunnel["listen"] == [used]
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("tcp:nope", r"invalid literal for int\(\) with base 10: 'nope'"),
+        ("bogus:8080", r"Unknown endpoint type: 'bogus'"),
+        ("tcp", r"missing 1 required positional argument: 'port'"),
+        ("tcp:8080:colour=blue", r"unexpected keyword argument 'colour'"),
+        ("ssl:8443:privateKey=/nonexistent/key.pem", r"No such file or directory"),
+        ("tcp:8080:interface=[::1]", r"a colon inside a value is written \\:, e.g. interface="),
+    ],
+)
+def test_aBadListenIsAUsageErrorNamingTheValue(value: str, reason: str) -> None:
+    from upgradable.tunnel import Options as TunnelOptions
+
+    with pytest.raises(usage.UsageError, match=r"^--listen " + re.escape(value) + ": ") as raised:
+        parse("--listen", value)
+    assert re.search(reason, str(raised.value)), raised.value
+    assert "_parse" not in str(raised.value)  # no Twisted function names
+    with pytest.raises(usage.UsageError, match=r"^--listen " + re.escape(value) + ": "):
+        TunnelOptions().parseOptions(["--url", "http://x/", "--protocol", "A/1", "--listen", value])

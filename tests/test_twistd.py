@@ -509,3 +509,37 @@ def test_versionOfTheCommandNamesUpgradableAndTwisted(tmp_path: Path) -> None:
     assert re.fullmatch(r"Twisted \d+\.\d+\.\d+\S*", twisted), twisted
     assert done.stderr == ""
     assert list(tmp_path.iterdir()) == []  # no pid file, no log
+
+
+@pytest.mark.parametrize("command", ["upgradable", "upgradable-tunnel"])
+def test_aBadListenExitsWithAUsageMessageAndNoTraceback(command: str, tmp_path: Path) -> None:
+    tunnel = ["--url", f"http://{HOST}:1/", "--protocol", "IRC/6.9"]
+    done = subprocess.run(
+        [*TWISTD, "-n", command, *(tunnel if command != "upgradable" else []),
+         "--listen", "tcp:8080:interface=[::1]"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "Traceback" not in done.stdout + done.stderr
+    # twistd prints the usage, then the command line and the error, on stdout.
+    assert done.stdout.startswith("Usage: twistd ")
+    error = done.stdout.splitlines()[-1]
+    assert error.endswith(
+        ": --listen tcp:8080:interface=[::1]: got multiple values for argument 'interface' "
+        r"(a colon inside a value is written \:, e.g. interface=\:\:1; see "
+        "https://docs.twisted.org/en/stable/core/howto/endpoints.html#servers)"
+    ), error
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_anIPv6InterfaceTypedWithBareColonsIsListenedOn() -> None:
+    """The docs' ``--listen tcp:8081:interface=::1``, on a free port."""
+    with twistd("--listen", "tcp:0:interface=::1") as server:
+        deadline = time.monotonic() + 10
+        pattern = r"host='::1', port=(\d+).*\(tcp:0:interface="
+        while not (found := re.findall(pattern, server.log())):
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.05)
+        with socket.create_connection(("::1", int(found[0])), timeout=10) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+            assert readAll(sock).endswith(b"\r\n\r\nok\n")

@@ -1,6 +1,8 @@
 # What the twistd plugins share.
 from __future__ import annotations
 
+import ipaddress
+import re
 import signal
 import sys
 import threading
@@ -9,12 +11,20 @@ from typing import Any
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
+from twisted.python import usage
 
 from ._site import UpgradableSite
 
-__all__ = ["DrainingService", "LoggingEndpointService", "onSecondSignal", "printVersion"]
+__all__ = [
+    "DrainingService",
+    "LoggingEndpointService",
+    "checkListen",
+    "onSecondSignal",
+    "printVersion",
+]
 
 _log = Logger()
 
@@ -28,6 +38,89 @@ def printVersion() -> None:
     sys.stdout.write(f"upgradable {__version__}\nTwisted {copyright.version}\n")
     sys.stdout.flush()
     sys.exit(0)
+
+
+ENDPOINTS_HOWTO = "https://docs.twisted.org/en/stable/core/howto/endpoints.html#servers"
+
+
+def checkListen(description: str) -> str:
+    """
+    The server endpoint string to use for ``--listen description``: as
+    given, or with the colons of an IPv6 ``interface=`` escaped (Twisted's
+    syntax wants ``interface=\\:\\:1``; people type ``interface=::1``).
+
+    :raises usage.UsageError: Twisted cannot make an endpoint of it; the
+        message names the value and says why.
+    """
+    from twisted.internet import reactor
+
+    error: Exception | None = None
+    for candidate in [*_escapedInterfaces(description), description]:
+        try:
+            serverFromString(reactor, candidate)
+        except Exception as failed:
+            error = error or failed
+        else:
+            return candidate
+    assert error is not None
+    # Twisted's parsers are called with the string's parts as arguments:
+    # "_parseTCP() got an unexpected keyword argument 'x'" names a function.
+    reason = re.sub(r"^_?\w+\(\) ", "", str(error)) or type(error).__name__
+    hint = f"see {ENDPOINTS_HOWTO}"
+    if _spillsOver(description):
+        hint = "a colon inside a value is written \\:, e.g. interface=\\:\\:1; " + hint
+    raise usage.UsageError(f"--listen {description}: {reason} ({hint})")
+
+
+def _split(description: str) -> list[str]:
+    """The parts of an endpoint string between its unescaped colons."""
+    parts, current, escaped = [], "", False
+    for char in description:
+        if escaped:
+            current, escaped = current + char, False
+        elif char == "\\":
+            current, escaped = current + char, True
+        elif char == ":":
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return parts
+
+
+def _escapedInterfaces(description: str) -> list[str]:
+    """
+    Readings of ``description`` where an ``interface=`` value typed with
+    bare colons is an IPv6 address, its colons escaped: longest first, so
+    that ``interface=::1:50`` is the address ``::1:50`` when that makes an
+    endpoint, and ``::1`` followed by ``50`` otherwise.
+    """
+    parts = _split(description)
+    for index, part in enumerate(parts):
+        if not part.startswith("interface=") or "\\" in part:
+            continue
+        end = index + 1
+        while end < len(parts) and "=" not in parts[end] and "\\" not in parts[end]:
+            end += 1
+        readings = []
+        for stop in range(end, index + 1, -1):
+            address = ":".join([part.removeprefix("interface="), *parts[index + 1 : stop]])
+            try:
+                ipaddress.IPv6Address(address)
+            except ValueError:
+                continue
+            escaped = "interface=" + address.replace(":", "\\:")
+            readings.append(":".join([*parts[:index], escaped, *parts[stop:]]))
+        return readings
+    return []
+
+
+def _spillsOver(description: str) -> bool:
+    """Whether a part without ``=`` follows a ``key=value`` one (a bare colon in a value)."""
+    parts = _split(description)
+    keyed = [i for i, part in enumerate(parts) if "=" in part]
+    return bool(keyed) and any("=" not in part for part in parts[keyed[0] + 1 :])
 
 
 class LoggingEndpointService(StreamServerEndpointService):

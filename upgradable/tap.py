@@ -24,7 +24,7 @@ from ._auth import BasicAuthHandler
 from ._health import WithHealthCheck
 from ._registry import FactoryHandler, UpgradeRegistry
 from ._site import UpgradableSite
-from ._tap import DrainingService, LoggingEndpointService, printVersion
+from ._tap import DrainingService, LoggingEndpointService, checkListen, printVersion
 from ._tokens import parseProduct
 from .interfaces import IUpgradeHandler, IUpgradeProtocolPlugin
 
@@ -149,8 +149,8 @@ class Options(usage.Options, AuthOptionMixin):
         super().parseOptions(options)
 
     def opt_listen(self, endpoint: str) -> None:
-        """Listen on this server endpoint: tcp:8080, tcp:8080:interface=127.0.0.1, ssl:8443:privateKey=key.pem, haproxy:tcp:8080 ... (repeatable; default tcp:8080)."""  # noqa: E501
-        self["listen"].append(endpoint)
+        """Listen on this server endpoint: tcp:8080, tcp:8080:interface=127.0.0.1, tcp:8080:interface=::1, ssl:8443:privateKey=key.pem, haproxy:tcp:8080 ... (repeatable; default tcp:8080: every IPv4 interface)."""  # noqa: E501
+        self["listen"].append(checkListen(endpoint))
 
     def opt_protocol(self, name: str) -> None:
         """Enable the protocol plugin of this name (repeatable; default: every installed plugin that is enabled by default)."""  # noqa: E501

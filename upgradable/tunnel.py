@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from ._relay import Relay, RelaySide
-from ._tap import LoggingEndpointService, printVersion
+from ._tap import LoggingEndpointService, checkListen, printVersion
 from ._tokens import parseProduct
 from .client import UpgradeResult, upgrade
 
@@ -56,7 +56,7 @@ class Options(usage.Options):
 
     def opt_listen(self, endpoint: str) -> None:
         """Listen on this endpoint (repeatable; default tcp:6667:interface=127.0.0.1)."""
-        self["listen"].append(endpoint)
+        self["listen"].append(checkListen(endpoint))
 
     def opt_protocol(self, product: str) -> None:
         """A product to offer, e.g. IRC/6.9 (repeatable, most preferred first)."""
