@@ -306,3 +306,44 @@ def test_aBadListenIsAUsageErrorNamingTheValue(value: str, reason: str) -> None:
     assert "_parse" not in str(raised.value)  # no Twisted function names
     with pytest.raises(usage.UsageError, match=r"^--listen " + re.escape(value) + ": "):
         TunnelOptions().parseOptions(["--url", "http://x/", "--protocol", "A/1", "--listen", value])
+
+
+@pytest.mark.parametrize(
+    ("argv", "pidfile"),
+    [
+        (["-n", "upgradable"], ""),
+        (["--nodaemon", "upgradable-tunnel", "--url", "http://x/", "--protocol", "A/1"], ""),
+        (["-n", "--pidfile", "twistd.pid", "upgradable"], "twistd.pid"),
+        (["-n", "--pidf=twistd.pid", "upgradable"], "twistd.pid"),
+        (["-n", "--pidfile=server.pid", "upgradable"], "server.pid"),
+        (["upgradable"], "twistd.pid"),
+    ],
+    ids=["foreground", "tunnel", "asked", "abbreviated", "named", "daemon"],
+)
+def test_inTheForegroundNoPidFileUnlessAskedFor(
+    argv: list[str], pidfile: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """twistd.pid in the current directory would stop a second server there."""
+    import os
+    import sys
+
+    from twisted.scripts.twistd import ServerOptions
+
+    monkeypatch.setattr(sys, "argv", ["twistd", *argv])
+    config = ServerOptions()
+    config.parseOptions(argv)
+    assert config["pidfile"] == (pidfile and os.path.abspath(pidfile))
+
+
+def test_aCommandLineTwistdDidNotParseLeavesThePidFileAlone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+    import sys
+
+    from twisted.scripts.twistd import ServerOptions
+
+    monkeypatch.setattr(sys, "argv", ["pytest", "--no-such-option"])
+    config = ServerOptions()
+    config.parseOptions(["-n", "upgradable"])
+    assert config["pidfile"] == os.path.abspath("twistd.pid")

@@ -46,15 +46,22 @@ def twistd(
     env: dict[str, str] | None = None,
     command: str = "upgradable",
     session: bool = False,
+    asDocumented: bool = False,
+    cwd: Path | None = None,
 ) -> Iterator[Twistd]:
-    """A twistd process; ``session``: in a process group of its own."""
+    """
+    A twistd process; ``session``: in a process group of its own;
+    ``asDocumented``: without the ``--pidfile=`` the tests add elsewhere.
+    """
     process = subprocess.Popen(
-        [*TWISTD, "--pidfile=", "-n", command, "--listen", f"tcp:0:interface={HOST}", *args],
+        [*TWISTD, *([] if asDocumented else ["--pidfile="]), "-n", command,
+         "--listen", f"tcp:0:interface={HOST}", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, **(env or {})},
         start_new_session=session,
+        cwd=cwd,
     )  # fmt: skip
     output: list[str] = []
     found = threading.Event()
@@ -543,3 +550,39 @@ def test_anIPv6InterfaceTypedWithBareColonsIsListenedOn() -> None:
         with socket.create_connection(("::1", int(found[0])), timeout=10) as sock:
             sock.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
             assert readAll(sock).endswith(b"\r\n\r\nok\n")
+
+
+def test_theReadmesRelayAndTunnelRunSideBySideFromOneDirectory(tmp_path: Path) -> None:
+    """
+    The README's server (``--relay``) and tunnel commands, typed without
+    ``--pidfile``, start from one directory, write no pid file, and carry
+    bytes from a plain TCP client through the upgrade to the backend.
+    """
+    import socketserver
+
+    class Echo(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            while data := self.request.recv(4096):
+                self.request.sendall(data)
+
+    with socketserver.ThreadingTCPServer((HOST, 0), Echo) as backend:
+        threading.Thread(target=backend.serve_forever, daemon=True).start()
+        relay = f"IRC/6.9=tcp:{HOST}:{backend.server_address[1]}"
+        try:
+            with twistd("--relay", relay, asDocumented=True, cwd=tmp_path) as server, twistd(
+                "--url", f"http://{HOST}:{server.port}/", "--protocol", "IRC/6.9",
+                command="upgradable-tunnel", asDocumented=True, cwd=tmp_path,
+            ) as tunnel:  # fmt: skip
+                with socket.create_connection((HOST, tunnel.port), timeout=10) as client:
+                    client.sendall(b"NICK alice\r\n")
+                    received = b""
+                    while len(received) < len(b"NICK alice\r\n"):
+                        chunk = client.recv(100)
+                        assert chunk, received
+                        received += chunk
+                assert received == b"NICK alice\r\n"
+                assert server.process.poll() is None and tunnel.process.poll() is None
+                assert list(tmp_path.iterdir()) == []
+        finally:
+            backend.shutdown()
+    assert "Another twistd server is running" not in server.log() + tunnel.log()

@@ -1,6 +1,7 @@
 # What the twistd plugins share.
 from __future__ import annotations
 
+import getopt
 import ipaddress
 import re
 import signal
@@ -22,6 +23,7 @@ __all__ = [
     "DrainingService",
     "LoggingEndpointService",
     "checkListen",
+    "noForegroundPidfile",
     "onSecondSignal",
     "printVersion",
 ]
@@ -121,6 +123,30 @@ def _spillsOver(description: str) -> bool:
     parts = _split(description)
     keyed = [i for i, part in enumerate(parts) if "=" in part]
     return bool(keyed) and any("=" not in part for part in parts[keyed[0] + 1 :])
+
+
+def noForegroundPidfile(options: usage.Options) -> None:
+    """
+    In the foreground (``twistd -n``), write no pid file unless ``--pidfile``
+    was given: twistd's default, ``twistd.pid`` in the current directory,
+    only stops a second server (the tunnel beside the server, a second
+    backend) from starting in the same directory. A daemon keeps twistd's
+    default, which is how it is found and stopped.
+
+    Call it from the ``postOptions`` of a twistd command's options: twistd
+    parses the command's options inside its own, before its ``postOptions``.
+    """
+    parent = options.parent
+    if parent is None or not parent.get("nodaemon") or parent.get("pidfile") != "twistd.pid":
+        return
+    # Whether --pidfile twistd.pid was asked for: twistd keeps no record of
+    # which options were given, so parse its command line again, as it did.
+    try:
+        given, rest = getopt.getopt(sys.argv[1:], parent.shortOpt, parent.longOpt)
+    except getopt.GetoptError:
+        return  # not the command line twistd parsed: leave it alone
+    if rest[:1] == [parent.subCommand] and all(name != "--pidfile" for name, _ in given):
+        parent["pidfile"] = ""
 
 
 class LoggingEndpointService(StreamServerEndpointService):

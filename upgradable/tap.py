@@ -24,7 +24,13 @@ from ._auth import BasicAuthHandler
 from ._health import WithHealthCheck
 from ._registry import FactoryHandler, UpgradeRegistry
 from ._site import UpgradableSite
-from ._tap import DrainingService, LoggingEndpointService, checkListen, printVersion
+from ._tap import (
+    DrainingService,
+    LoggingEndpointService,
+    checkListen,
+    noForegroundPidfile,
+    printVersion,
+)
 from ._tokens import parseProduct
 from .interfaces import IUpgradeHandler, IUpgradeProtocolPlugin
 
@@ -250,6 +256,7 @@ class Options(usage.Options, AuthOptionMixin):
         else:
             chosen = [plugin for plugin in plugins.values() if plugin.enabledByDefault]
         self["plugins"] = [plugin for plugin in chosen if plugin.name not in self["without"]]
+        noForegroundPidfile(self)
 
 
 def _asHandler(made: Any, plugin: IUpgradeProtocolPlugin) -> IUpgradeHandler:

@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from ._relay import Relay, RelaySide
-from ._tap import LoggingEndpointService, checkListen, printVersion
+from ._tap import LoggingEndpointService, checkListen, noForegroundPidfile, printVersion
 from ._tokens import parseProduct
 from .client import UpgradeResult, upgrade
 
@@ -79,6 +79,7 @@ class Options(usage.Options):
             self["listen"] = ["tcp:6667:interface=127.0.0.1"]
         if self["user"] is not None and self["password"] is None:
             self["password"] = os.environ.get("UPGRADABLE_PASSWORD", "")
+        noForegroundPidfile(self)
 
 
 class _LocalSide(RelaySide):
