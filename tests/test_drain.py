@@ -329,3 +329,28 @@ def test_upgradedConnectionsAreCountedOutInAnyOrderAndOnlyOnce() -> None:
     assert [len(p.lost) for p in protocols] == [1, 0, 2, 1]
     protocols[1].connectionLost(DONE)
     assert (connections.upgraded.items(), len(connections.upgraded)) == ([], 0)
+
+
+def drainMessages(logged: Any) -> list[str]:
+    from twisted.logger import formatEvent
+
+    return [formatEvent(e) for e in logged.events if e.get("log_namespace") == "upgradable._drain"]
+
+
+def test_theLogCountsConnectionsInWordsOneOrMany(logged: Any) -> None:
+    """ "1 upgraded connection", never "the 1 connections"."""
+    server, _ = standardServer()
+    server.send(IRC_REQ)
+    server.site.drain(10)
+    server.site.closeAll()
+    other, _ = standardServer()
+    other.send(IRC_REQ)
+    another(other)[0].dataReceived(IRC_REQ)
+    other.site.drain(None)
+    other.site.closeAll()
+    assert drainMessages(logged) == [
+        "Draining 0 HTTP and 1 upgraded connection (grace period: 10 s)",
+        "Closing the 1 connection left",
+        "Draining 0 HTTP and 2 upgraded connections (grace period: none)",
+        "Closing the 2 connections left",
+    ]

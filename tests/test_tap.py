@@ -347,3 +347,53 @@ def test_aCommandLineTwistdDidNotParseLeavesThePidFileAlone(
     config = ServerOptions()
     config.parseOptions(["-n", "upgradable"])
     assert config["pidfile"] == os.path.abspath("twistd.pid")
+
+
+@pytest.mark.parametrize(
+    ("grace", "upgraded", "worker", "hint"),
+    [
+        (10.0, 1, False, "Waiting up to 10 s for 1 connection to end; "
+                         "Ctrl-C or SIGTERM again closes it now"),
+        (2.5, 2, False, "Waiting up to 2.5 s for 2 connections to end; "
+                        "Ctrl-C or SIGTERM again closes them now"),
+        (10.0, 0, False, None),  # nothing to wait for
+        (0.0, 1, False, None),  # no grace period to cut short
+        (10.0, 1, True, None),  # a worker: its master says it
+    ],
+)  # fmt: skip
+def test_stoppingSaysThatASecondSignalClosesTheConnectionsNow(
+    grace: float, upgraded: int, worker: bool, hint: str | None, logged, monkeypatch
+) -> None:
+    from twisted.logger import formatEvent
+
+    from upgradable import _tap
+
+    from .helpers import IRC_REQ, standardServer
+
+    taken: list[object] = []
+    monkeypatch.setattr(
+        _tap, "onSecondSignal", lambda action: taken.append(action) or ["Ctrl-C", "SIGTERM"]
+    )
+    server, _ = standardServer()
+    transports = []
+    for _ in range(upgraded):
+        protocol = server.site.buildProtocol(None)
+        transports.append(StringTransport())
+        protocol.makeConnection(transports[-1])
+        protocol.dataReceived(IRC_REQ)
+    server.protocol.connectionLost(None)
+    service = _tap.DrainingService(server.site, grace)
+    service.hint = not worker
+    service.startService()
+    service.stopService()
+
+    def said() -> list[str]:
+        return [formatEvent(e) for e in logged.events if e["log_namespace"] == "upgradable._tap"]
+
+    assert said() == ([hint] if hint else [])
+    [secondSignal] = taken
+    secondSignal()
+    assert said()[-1] == (
+        "Stop signal again: closing every connection now (any still open 5 s later is aborted)"
+    )
+    assert all(transport.disconnecting for transport in transports)

@@ -71,7 +71,7 @@ def twistd(
         assert process.stdout is not None
         for line in process.stdout:
             output.append(line)
-            match = re.search(r"upgradable listening on .*port=(\d+)", line)
+            match = re.search(r"upgradable(?:-tunnel)? listening on .*port=(\d+)", line)
             if match and not port:
                 port.append(int(match.group(1)))
                 found.set()
@@ -116,6 +116,7 @@ def test_startUpLogsNameAddressesAndProtocols() -> None:
         assert len(re.findall(r"upgradable listening on IPv4Address", log)) == 2
         assert "Protocol irc enabled: Upgrade: IRC/6.9" in log
         assert "Protocol http2-echo enabled: Upgrade: HTTP/2.0" in log
+        assert "Starting factory" not in log and " object at 0x" not in log
 
 
 def test_twoIRCClientsFromPyPIChatThroughTheUpgrade() -> None:
@@ -250,7 +251,7 @@ def test_sigtermStopsAcceptingButUpgradedConnectionsGoOnUntilTheyEnd() -> None:
         code = server.process.wait(10)
         assert time.monotonic() - started < 3
     assert code == -signal.SIGTERM
-    assert "Draining 0 HTTP and 1 upgraded connections (grace period: 60 s)" in server.log()
+    assert "Draining 0 HTTP and 1 upgraded connection (grace period: 60 s)" in server.log()
     assert "Traceback" not in server.log()
 
 
@@ -357,7 +358,7 @@ def test_anHTTP2ConnectionOverTLSIsDrainedToo(certificate: Path) -> None:
     assert code == -signal.SIGTERM
     assert 1 <= elapsed < 4
     assert [type(e).__name__ for e in events][-1] == "ConnectionTerminated"  # GOAWAY
-    assert "Draining 1 HTTP and 0 upgraded connections" in server.log()
+    assert "Draining 1 HTTP and 0 upgraded connection (grace period: 1 s)" in server.log()
     assert "Traceback" not in server.log()
 
 
@@ -586,3 +587,33 @@ def test_theReadmesRelayAndTunnelRunSideBySideFromOneDirectory(tmp_path: Path) -
         finally:
             backend.shutdown()
     assert "Another twistd server is running" not in server.log() + tunnel.log()
+    # The tunnel's log says it is the tunnel, not which class listens.
+    assert re.search(r"\] upgradable-tunnel starting on \d+\n", tunnel.log())
+    assert re.search(r"\] upgradable-tunnel listening on IPv4Address", tunnel.log())
+    assert "TunnelFactory" not in tunnel.log() and " object at 0x" not in tunnel.log()
+
+
+def test_ctrlCWaitsTheGracePeriodSayingSoAndASecondCtrlCEndsItAtOnce() -> None:
+    with twistd("--grace-period", "60") as server:
+        sock = upgradedSocket(server.port, b"IRC/6.9")
+        sock.sendall(b"NICK alice\r\nUSER a 0 * :A\r\n")
+        sock.settimeout(10)
+        assert b" 001 alice " in sock.recv(4096)
+        server.process.send_signal(signal.SIGINT)
+        hint = "Waiting up to 60 s for 1 connection to end; Ctrl-C or SIGTERM again closes it now"
+        deadline = time.monotonic() + 10
+        while hint not in server.log():
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.05)
+        assert server.process.poll() is None
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGINT)
+        rest = readAll(sock)
+        code = server.process.wait(10)
+        elapsed = time.monotonic() - started
+        sock.close()
+    assert rest == b"ERROR :Closing Link: server shutting down\r\n"
+    assert elapsed < 3
+    assert code == -signal.SIGINT
+    assert "Stop signal again: closing every connection now" in server.log()
+    assert "Traceback" not in server.log()

@@ -54,6 +54,11 @@ def test_workersShareThePortAndEachServesConnections() -> None:
     with twistd("--workers", "2") as server:
         waitFor(lambda: server.log().count("[worker") and len(workerPids(server)) == 2, what="2")
         assert "shared by 2 workers" in server.log()
+        # Twisted's own line for the master's socket names what it is for.
+        assert re.search(
+            r"\] upgradable master \(for its workers\) starting on \d+\n", server.log()
+        )
+        assert "_NeverAccepts" not in server.log()
         served: set[str] = set()
         for _ in range(20):  # bounded: rounds of concurrent connections
             sockets = [upgradedSocket(server.port, ECHO) for _ in range(20)]
@@ -102,6 +107,15 @@ def test_sigtermDrainsEveryWorkerThenTheMasterExits() -> None:
         )
     log = server.log()
     assert log.count("stopped: exited") == 2
+    # The master says once what a second signal does; the workers do not.
+    assert (
+        log.count(
+            "Asked 2 workers to stop; each lets its connections go on for up to 1 s, "
+            "and Ctrl-C or SIGTERM again closes them now"
+        )
+        == 1
+    )
+    assert "Waiting up to" not in log
     assert "Traceback" not in log
 
 

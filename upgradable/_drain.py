@@ -36,7 +36,7 @@ class HTTPConnection(Protocol):
         """Serve no request after the current one (close now if none)."""
 
 
-__all__ = ["Connections", "goAway", "ownMethod", "putBack"]
+__all__ = ["Connections", "goAway", "ownMethod", "plural", "putBack"]
 
 _log = Logger()
 
@@ -102,9 +102,11 @@ class Connections:
         if not self.draining:
             self.draining = True
             _log.info(
-                "Draining {http} HTTP and {upgraded} upgraded connections (grace period: {grace})",
+                "Draining {http} HTTP and {upgraded} upgraded {connections} "
+                "(grace period: {grace})",
                 http=len(self.http),
                 upgraded=len(self.upgraded),
+                connections=plural(len(self), "connection"),
                 grace="none" if grace is None else f"{grace:g} s",
             )
             for channel, wrapper in list(self.http.items()):
@@ -131,7 +133,8 @@ class Connections:
                 timer.cancel()
         self._timers = [self.callLater(self.abortAfter, self._abortAll)]
         if self:
-            _log.info("Closing the {count} connections left", count=len(self))
+            _log.info("Closing the {count} {connections} left",
+                      count=len(self), connections=plural(len(self), "connection"))  # fmt: skip
         for channel, wrapper in list(self.http.items()):
             current = getattr(wrapper, "_channel", channel)
             if current is not channel and hasattr(current, "conn"):
@@ -299,6 +302,11 @@ def goAway(protocol: IProtocol, transport: Any) -> None:
     except Exception:
         _log.failure("{protocol!r} failed to go away; closing", protocol=protocol)
         transport.abortConnection()
+
+
+def plural(count: int, noun: str) -> str:
+    """``noun`` as it reads after ``count``: 1 connection, 0 or 2 connections."""
+    return noun if count == 1 else noun + "s"
 
 
 # -- a protocol's methods, replaced on the instance and put back ------------

@@ -83,6 +83,10 @@ class _NeverAccepts(Factory):
     noisy = False
     protocol = Protocol
 
+    def logPrefix(self) -> str:
+        # Twisted logs "<this> starting on <port>" when the master binds.
+        return "upgradable master (for its workers)"
+
 
 def bindShared(reactor: Any, description: str) -> SharedSocket:
     """

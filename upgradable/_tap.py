@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python import usage
 
+from ._drain import plural
 from ._site import UpgradableSite
 
 __all__ = [
@@ -153,6 +154,8 @@ class LoggingEndpointService(StreamServerEndpointService):
     """Logs the address it really listens on (a tcp:0 port included)."""
 
     endpointDescription = ""
+    #: The command that listens, as the log names it.
+    command = "upgradable"
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
@@ -161,7 +164,8 @@ class LoggingEndpointService(StreamServerEndpointService):
 
     def _listening(self, port: IListeningPort) -> IListeningPort:
         _log.info(
-            "upgradable listening on {address} ({description})",
+            "{command} listening on {address} ({description})",
+            command=self.command,
             address=str(port.getHost()),
             description=self.endpointDescription,
         )
@@ -176,6 +180,10 @@ class DrainingService(MultiService):
     meanwhile closes them all at once.
     """
 
+    #: Whether stopping says in the log which signal cuts the grace period
+    #: short (a worker's master says it for all its workers).
+    hint = True
+
     def __init__(self, site: UpgradableSite, grace: float | None) -> None:
         super().__init__()
         self.site = site
@@ -183,26 +191,51 @@ class DrainingService(MultiService):
 
     def stopService(self) -> Deferred[Any]:
         stopped: Deferred[Any] = super().stopService()
-        onSecondSignal(self._secondSignal)
-        return stopped.addCallback(lambda _: self.site.drain(self.grace))
+        signals = onSecondSignal(self._secondSignal)
+        return stopped.addCallback(lambda _: self._drain(signals))
+
+    def _drain(self, signals: list[str]) -> Deferred[None]:
+        drained = self.site.drain(self.grace)
+        left = len(self.site.connections)
+        if self.hint and signals and left and self.grace != 0 and not drained.called:
+            _log.info(
+                "Waiting {grace} for {count} {connections} to end; {signals} again closes "
+                "{them} now",
+                grace="as long as they last" if self.grace is None else f"up to {self.grace:g} s",
+                count=left,
+                connections=plural(left, "connection"),
+                signals=" or ".join(signals),
+                them="it" if left == 1 else "them",
+            )
+        return drained
 
     def _secondSignal(self) -> None:
-        _log.info("Stop signal again: closing every connection now")
+        _log.info(
+            "Stop signal again: closing every connection now "
+            "(any still open {abortAfter:g} s later is aborted)",
+            abortAfter=self.site.connections.abortAfter,
+        )
         self.site.closeAll()
 
 
-def onSecondSignal(action: Any) -> None:
+def onSecondSignal(action: Any) -> list[str]:
     """
     From now on, have SIGTERM and SIGINT call ``action`` in the reactor
     thread (instead of stopping the reactor, which is stopping already).
+
+    :return: the signals taken over, as a user sends them ("Ctrl-C" for
+        SIGINT); none outside the main thread, nor those ignored.
     """
     if threading.current_thread() is not threading.main_thread():
-        return
+        return []
     from twisted.internet import reactor
 
     def handler(number: int, frame: Any) -> None:
         reactor.callFromThread(action)  # type: ignore[attr-defined]
 
-    for number in (signal.SIGTERM, signal.SIGINT):
+    taken = []
+    for number, name in ((signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")):
         if callable(signal.getsignal(number)):
             signal.signal(number, handler)
+            taken.append(name)
+    return taken

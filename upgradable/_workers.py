@@ -33,6 +33,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import InvalidLogLevelError, Logger, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 
+from ._drain import plural
 from ._sockets import SharedSocket, bindShared
 from ._tap import onSecondSignal
 
@@ -213,7 +214,16 @@ class WorkerPool(Service):
             # Their stdin closing asks them to stop: not a signal, so that a
             # SIGTERM to the whole process group is still their first.
             worker.transport.closeStdin()  # type: ignore[union-attr]
-        onSecondSignal(lambda: self._signal(list(self.workers.values()), "TERM"))
+        signals = onSecondSignal(lambda: self._signal(list(self.workers.values()), "TERM"))
+        if workers and signals:
+            _log.info(
+                "Asked {count} {workers} to stop; each lets its connections go on for up to "
+                "{grace:g} s, and {signals} again closes them now",
+                count=len(workers),
+                workers=plural(len(workers), "worker"),
+                grace=self.grace,
+                signals=" or ".join(signals),
+            )
         margin = self.reactor.callLater(self.grace + 30, self._signal, workers, "KILL")
         waited: list[Deferred[Any]] = [w.ended for w in workers]
         ended = DeferredList(waited + closed, consumeErrors=True)

@@ -442,7 +442,9 @@ def upgrade(
         connected.append(client)
         return client
 
-    attempt = endpoint.connect(Factory.forProtocol(build))
+    connecting = Factory.forProtocol(build)
+    connecting.noisy = False  # no "Starting factory <...Factory object at 0x...>" per upgrade
+    attempt = endpoint.connect(connecting)
     attempt.addErrback(lambda f: done.errback(f) if not done.called else None)
 
     clock: IReactorTime = reactor

@@ -363,7 +363,9 @@ def makeService(
         maxHeaderSize=options["max-header-size"],
         maxHeaders=options["max-headers"],
     )
+    site.noisy = False  # no "Starting factory <upgradable._site.UpgradableSite object at ...>"
     service = DrainingService(site, options["grace-period"])
+    service.hint = inherited is None  # a worker's master says it once for all
     for index, description in enumerate(options["listen"]):
         endpointReactor: Any = reactor
         if inherited is not None:

@@ -118,6 +118,12 @@ class _LocalSide(RelaySide):
 class TunnelFactory(ServerFactory):
     """Builds a relay for each local connection."""
 
+    noisy = False  # no "Starting factory <upgradable.tunnel.TunnelFactory object at ...>"
+
+    def logPrefix(self) -> str:
+        # Twisted logs "<this> starting on <port>".
+        return "upgradable-tunnel"
+
     def __init__(self, reactor: Any, options: Options) -> None:
         self.reactor = reactor
         self.url = options["url"]
@@ -144,5 +150,6 @@ def makeService(options: Options) -> MultiService:
     for description in options["listen"]:
         child = LoggingEndpointService(serverFromString(reactor, description), factory)
         child.endpointDescription = description
+        child.command = "upgradable-tunnel"
         child.setServiceParent(service)
     return service
