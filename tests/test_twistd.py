@@ -617,3 +617,62 @@ def test_ctrlCWaitsTheGracePeriodSayingSoAndASecondCtrlCEndsItAtOnce() -> None:
     assert code == -signal.SIGINT
     assert "Stop signal again: closing every connection now" in server.log()
     assert "Traceback" not in server.log()
+
+
+def test_duringAStopTheHealthCheckIsRefusedOnTheClosedPortAnd503OnAnOpenConnection(
+    certificate: Path,
+) -> None:
+    """
+    What a load balancer sees of a stopping server, as docs/twistd.rst
+    says: a new connection (a new health check) is refused at once, and a
+    health check on a connection that stays open (HTTP/2) gets 503.
+    """
+    import ssl
+
+    import h2.connection
+    import h2.events
+
+    with twistd(
+        "--grace-period", "60", "--listen", f"ssl:0:interface={HOST}:privateKey={certificate}"
+    ) as server:  # fmt: skip
+        deadline = time.monotonic() + 10
+        while not (found := re.findall(r"port=(\d+)\) \(ssl:", server.log())):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        tls = int(found[0])
+        context = ssl.create_default_context(cafile=str(certificate))
+        context.set_alpn_protocols(["h2"])
+        sock = context.wrap_socket(socket.create_connection((HOST, tls), timeout=10),
+                                   server_hostname=HOST)  # fmt: skip
+        conn = h2.connection.H2Connection()
+        conn.initiate_connection()
+
+        def healthCheck(stream: int) -> tuple[bytes, bytes]:
+            conn.send_headers(stream, [(":method", "GET"), (":path", "/healthz"),
+                                       (":scheme", "https"), (":authority", HOST)],
+                              end_stream=True)  # fmt: skip
+            sock.sendall(conn.data_to_send())
+            status, body, ended = b"", b"", False
+            while not ended:
+                chunk = sock.recv(65536)
+                assert chunk
+                for event in conn.receive_data(chunk):
+                    if isinstance(event, h2.events.ResponseReceived):
+                        status = dict(event.headers)[b":status"]
+                    elif isinstance(event, h2.events.DataReceived):
+                        body += event.data
+                    ended = ended or isinstance(event, h2.events.StreamEnded)
+                sock.sendall(conn.data_to_send())
+            return status, body
+
+        assert healthCheck(1) == (b"200", b"ok\n")
+        server.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while "Draining" not in server.log():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert refused(tls) and refused(server.port)
+        assert healthCheck(3) == (b"503", b"draining\n")
+        sock.close()
+        assert server.process.wait(10) == -signal.SIGTERM
+    assert "Traceback" not in server.log()
