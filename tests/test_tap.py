@@ -397,3 +397,62 @@ def test_stoppingSaysThatASecondSignalClosesTheConnectionsNow(
         "Stop signal again: closing every connection now (any still open 5 s later is aborted)"
     )
     assert all(transport.disconnecting for transport in transports)
+
+
+class _Listening:
+    """An endpoint whose listen() answers with ``result``, now or when told."""
+
+    def __init__(self, result: object, later: bool = False) -> None:
+        from twisted.internet.defer import Deferred
+
+        self.result = result
+        self.waiting: Deferred[object] = Deferred()
+        self.later = later
+
+    def listen(self, factory: object) -> object:
+        from twisted.internet.defer import fail, succeed
+
+        if self.later:
+            return self.waiting
+        return fail(self.result) if isinstance(self.result, Exception) else succeed(self.result)
+
+
+def test_aPortThatCannotListenStopsStartUpWithOneLineNamingTheListenValue(logged) -> None:
+    from twisted.internet.error import CannotListenError
+
+    from upgradable._tap import LoggingEndpointService
+
+    error = CannotListenError("127.0.0.1", 8080, OSError(98, "Address already in use"))
+    service = LoggingEndpointService(_Listening(error), None)
+    service.endpointDescription = "tcp:8080:interface=127.0.0.1"
+    with pytest.raises(SystemExit) as exited:
+        service.privilegedStartService()
+    assert str(exited.value) == (
+        "--listen tcp:8080:interface=127.0.0.1: Couldn't listen on 127.0.0.1:8080: "
+        "[Errno 98] Address already in use."
+    )
+    assert not [e for e in logged.events if "log_failure" in e]  # no traceback logged
+
+
+def test_aPortThatFailsToListenLaterStopsTheReactorWithAnError(logged) -> None:
+    from twisted.internet.error import CannotListenError
+    from twisted.internet.testing import MemoryReactorClock
+    from twisted.logger import LogLevel, formatEvent
+
+    from upgradable._tap import LoggingEndpointService
+
+    reactor = MemoryReactorClock()
+    reactor.running = True
+    endpoint = _Listening(None, later=True)
+    service = LoggingEndpointService(endpoint, None, reactor=reactor)
+    service.endpointDescription = "tcp:8080"
+    service.privilegedStartService()
+    assert not reactor.hasStopped
+    endpoint.waiting.errback(CannotListenError("", 8080, OSError(13, "Permission denied")))
+    assert reactor.hasStopped
+    [event] = [e for e in logged.events if e.get("log_level") is LogLevel.error]
+    assert formatEvent(event) == (
+        "Stopping: --listen tcp:8080: Couldn't listen on any:8080: [Errno 13] Permission denied."
+    )
+    assert not [e for e in logged.events if "log_failure" in e]
+    service.stopService()

@@ -676,3 +676,26 @@ def test_duringAStopTheHealthCheckIsRefusedOnTheClosedPortAnd503OnAnOpenConnecti
         sock.close()
         assert server.process.wait(10) == -signal.SIGTERM
     assert "Traceback" not in server.log()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_aPortInUseStopsStartUpWithOneLineAndNoTraceback(workers: str, tmp_path: Path) -> None:
+    """Not a process that logs a traceback and goes on serving nothing."""
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [*TWISTD, "-n", "upgradable", "--workers", workers,
+             "--listen", f"tcp:{port}:interface={HOST}"],
+            capture_output=True, text=True, cwd=tmp_path, timeout=60,
+        )  # fmt: skip
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    message = (
+        f"--listen tcp:{port}:interface={HOST}: Couldn't listen on {HOST}:{port}: "
+        "[Errno 98] Address already in use."
+    )
+    assert output.count(message) == 1, output
+    assert "Traceback" not in output
+    assert "Worker 1 started" not in output

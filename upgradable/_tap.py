@@ -11,11 +11,13 @@ from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ._drain import plural
 from ._site import UpgradableSite
@@ -151,25 +153,77 @@ def noForegroundPidfile(options: usage.Options) -> None:
 
 
 class LoggingEndpointService(StreamServerEndpointService):
-    """Logs the address it really listens on (a tcp:0 port included)."""
+    """
+    Logs the address it really listens on (a tcp:0 port included). A port
+    that cannot listen (an address in use, a port below 1024 without the
+    right) stops twistd with one line that names the ``--listen`` value,
+    instead of a logged traceback and a process that serves nothing.
+    """
 
     endpointDescription = ""
     #: The command that listens, as the log names it.
     command = "upgradable"
 
+    def __init__(self, endpoint: Any, factory: Any, reactor: Any = None) -> None:
+        super().__init__(_NotingFailure(endpoint, self._cannotListen), factory)
+        self._reactor = reactor
+        self._failure: Failure | None = None
+        self._starting = False
+
     def privilegedStartService(self) -> None:
-        super().privilegedStartService()
+        self._starting = True
+        try:
+            super().privilegedStartService()
+        finally:
+            self._starting = False
+        if self._failure is not None:
+            # Listening failed at once, as tcp:, ssl: and unix: do.
+            raise SystemExit(self._message(self._failure))
         assert self._waitingForPort is not None
         self._waitingForPort.addCallback(self._listening)
 
-    def _listening(self, port: IListeningPort) -> IListeningPort:
-        _log.info(
-            "{command} listening on {address} ({description})",
-            command=self.command,
-            address=str(port.getHost()),
-            description=self.endpointDescription,
-        )
+    def _message(self, failure: Failure) -> str:
+        return f"--listen {self.endpointDescription}: {failure.getErrorMessage()}"
+
+    def _cannotListen(self, failure: Failure) -> None:
+        if self._starting:
+            # twistd prints the SystemExit's message (to its log, once it
+            # logs stderr there).
+            self._failure = failure
+        else:  # later, from an endpoint that listens asynchronously
+            from twisted.internet import reactor
+
+            _log.error("Stopping: {message}", message=self._message(failure))
+            (self._reactor or reactor).stop()
+
+    def _listening(self, port: IListeningPort | None) -> IListeningPort | None:
+        if port is not None:
+            _log.info(
+                "{command} listening on {address} ({description})",
+                command=self.command,
+                address=str(port.getHost()),
+                description=self.endpointDescription,
+            )
         return port
+
+
+@implementer(IStreamServerEndpoint)
+class _NotingFailure:
+    """An endpoint whose failure to listen goes to ``failed``, not to its caller."""
+
+    def __init__(self, endpoint: Any, failed: Any) -> None:
+        self.endpoint = endpoint
+        self.failed = failed
+
+    def listen(self, factory: Any) -> Deferred[Any]:
+        def noted(failure: Failure) -> Failure | None:
+            if failure.check(CancelledError):
+                return failure  # stopped before it listened: the service's business
+            self.failed(failure)
+            return None
+
+        listening: Deferred[Any] = self.endpoint.listen(factory)
+        return listening.addErrback(noted)
 
 
 class DrainingService(MultiService):

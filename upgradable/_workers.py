@@ -140,7 +140,11 @@ class WorkerPool(Service):
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
         for description in self.listen:
-            shared = bindShared(self.reactor, description)
+            try:
+                shared = bindShared(self.reactor, description)
+            except Exception as error:
+                # As a single process does (LoggingEndpointService): one line.
+                raise SystemExit(f"--listen {description}: {error}") from None
             self.sockets.append(shared)
             _log.info(
                 "upgradable listening on {address} ({description}), shared by {count} workers",
