@@ -60,6 +60,9 @@ class EchoFactory(Factory):
     """Builds :class:`EchoProtocol`."""
 
     protocol = EchoProtocol
+    # Started with the site that serves it: "Starting factory <...EchoFactory
+    # object at 0x...>" would only repeat what the start-up log says.
+    noisy = False
 
 
 def makeHandler(options: object) -> EchoFactory:
