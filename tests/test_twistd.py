@@ -699,3 +699,28 @@ def test_aPortInUseStopsStartUpWithOneLineAndNoTraceback(workers: str, tmp_path:
     assert output.count(message) == 1, output
     assert "Traceback" not in output
     assert "Worker 1 started" not in output
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_aDaemonWhosePortIsInUseExitsSayingSoAndLeavesNoPidFile(
+    workers: str, tmp_path: Path
+) -> None:
+    """
+    As a daemon (no ``-n``), the command that started it returns at once
+    with status 1 and the ``--listen`` value in its message, and no
+    ``twistd.pid`` is left behind (it used to wait forever).
+    """
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [*TWISTD, "--logfile", str(tmp_path / "twistd.log"), "upgradable",
+             "--workers", workers, "--listen", f"tcp:{port}:interface={HOST}"],
+            capture_output=True, text=True, cwd=tmp_path, timeout=60,
+        )  # fmt: skip
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert f"--listen tcp:{port}:interface={HOST}" in output, output
+    assert "Traceback" not in output
+    assert not (tmp_path / "twistd.pid").exists()

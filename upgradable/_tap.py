@@ -23,6 +23,7 @@ from ._drain import plural
 from ._site import UpgradableSite
 
 __all__ = [
+    "CannotListen",
     "DrainingService",
     "LoggingEndpointService",
     "checkListen",
@@ -32,6 +33,22 @@ __all__ = [
 ]
 
 _log = Logger()
+
+
+class CannotListen(SystemExit, Exception):
+    """
+    A ``--listen`` value that cannot listen: start-up ends with this one
+    line as the message, and exit status 1.
+
+    A ``SystemExit``, so that in the foreground Python prints the message
+    alone, without a traceback; and an ``Exception`` too, because a daemon's
+    twistd reports only an ``Exception`` from start-up to the process that
+    launched it (and removes its pid file): a bare ``SystemExit`` left that
+    process waiting forever.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
 
 
 def printVersion() -> None:
@@ -178,7 +195,7 @@ class LoggingEndpointService(StreamServerEndpointService):
             self._starting = False
         if self._failure is not None:
             # Listening failed at once, as tcp:, ssl: and unix: do.
-            raise SystemExit(self._message(self._failure))
+            raise CannotListen(self._message(self._failure))
         assert self._waitingForPort is not None
         self._waitingForPort.addCallback(self._listening)
 

@@ -35,7 +35,7 @@ from twisted.python.failure import Failure
 
 from ._drain import plural
 from ._sockets import SharedSocket, bindShared
-from ._tap import onSecondSignal
+from ._tap import CannotListen, onSecondSignal
 
 __all__ = ["WorkerPool"]
 
@@ -144,7 +144,7 @@ class WorkerPool(Service):
                 shared = bindShared(self.reactor, description)
             except Exception as error:
                 # As a single process does (LoggingEndpointService): one line.
-                raise SystemExit(f"--listen {description}: {error}") from None
+                raise CannotListen(f"--listen {description}: {error}") from None
             self.sockets.append(shared)
             _log.info(
                 "upgradable listening on {address} ({description}), shared by {count} workers",
