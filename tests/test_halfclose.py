@@ -319,3 +319,72 @@ def test_theEndOfInputBetweenRequestsClosesAfterTheAnswers() -> None:
     server.protocol._http.readConnectionLost()
     assert [r.code for r in parseResponses(server.output())[0]] == [200]
     assert server.closed
+
+
+# -- a client that closes (TCP shows the same FIN as a half-close) ----------
+
+
+class LongPoll(Resource):
+    """Answers never; records the requests whose client went away."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gone: list[object] = []
+
+    def render(self, request: Any) -> Any:
+        from twisted.web.server import NOT_DONE_YET
+
+        request.notifyFinish().addErrback(self.gone.append)
+        return NOT_DONE_YET
+
+
+async def waitUntil(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await deferLater(reactor, 0.01, lambda: None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_aClientThatClosesDuringAPlainRequestIsNoticedAtOnce() -> None:
+    """
+    A long poll whose client closes its socket learns of it through
+    notifyFinish, and the connection is gone: a FIN during a plain request
+    is not held as a half-close.
+    """
+    page = LongPoll()
+    site = UpgradableSite(page, UpgradeRegistry())
+    port = await serverFromString(reactor, f"tcp:0:interface={HOST}").listen(site)
+    try:
+        sock = socket.create_connection((HOST, port.getHost().port), timeout=10)
+        sock.sendall(b"GET /poll HTTP/1.1\r\nHost: x\r\n\r\n")
+        await waitUntil(lambda: bool(list(site.connections.http)))
+        sock.close()
+        await waitUntil(lambda: bool(page.gone))
+        await waitUntil(lambda: not list(site.connections.http))
+    finally:
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_aClientThatClosesWhileAnUpgradeIsDecidedIsAbortedAfterTheWait(
+    server: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A client that closed (or half-closed) while its upgrade is being decided
+    waits for the decision at most HALF_CLOSED_WAIT seconds (no handshake
+    deadline here): then the connection is aborted and the handler cancelled,
+    so a handler that never answers does not hold a connection forever.
+    """
+    from upgradable import _channel
+
+    monkeypatch.setattr(_channel, "HALF_CLOSED_WAIT", 0.3)
+    sock = socket.create_connection((HOST, server.number), timeout=10)
+    sock.sendall(REQUEST)
+    sock.close()
+    await server.inputEnded()
+    assert server.handler.cancelled == 0  # kept for the answer, at first
+    await waitUntil(lambda: server.handler.cancelled == 1, seconds=5)
+    await waitUntil(lambda: not list(server.site.connections.http))

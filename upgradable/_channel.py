@@ -63,7 +63,12 @@ from ._tokens import CLEARTEXT_ONLY, Product, connectionOptions, parseProduct
 from ._transport import LocalAddresses, throughProxyProtocol, writeNow
 from .interfaces import IUpgradeHandler
 
-__all__ = ["SwitchedRequest", "UpgradableHTTPChannel", "UpgradeLimits"]
+__all__ = ["HALF_CLOSED_WAIT", "SwitchedRequest", "UpgradableHTTPChannel", "UpgradeLimits"]
+
+#: How long a client whose input has ended (a half-close, or a close: TCP
+#: cannot tell them apart) waits for a pending upgrade decision when no
+#: handshake deadline is set, in seconds; as twistd's --handshake-timeout.
+HALF_CLOSED_WAIT = 10.0
 
 #: The limit of an upgrade request's body when none is given: 1 MiB, as
 #: nginx's ``client_max_body_size`` (whose default is 1 MiB too).
@@ -255,6 +260,7 @@ class UpgradableHTTPChannel(HTTPChannel):
         self._lost = False
         self._expired = False
         self._pending: Deferred[Any] | None = None
+        self._halfClosedCall: Any = None
         self._deadline: Any = None
         self._draining = False
         self._fresh = True
@@ -724,23 +730,39 @@ class UpgradableHTTPChannel(HTTPChannel):
 
     def readConnectionLost(self) -> None:
         """
-        The client shut down its sending side (a TCP half-close, as
-        ``printf ... | socat`` does): it sends nothing more but still reads.
+        The client's input ended: it shut down its sending side (a TCP
+        half-close, as ``printf ... | socat`` does) or closed the
+        connection; TCP cannot tell the two apart.
 
-        A request being answered (an upgrade being decided included) is
-        answered. Until then nothing is read; reading resumes once it is
-        answered (or at the switch), and TCP then reports the end of input
-        again: to this channel, which answers any request that arrived
-        before it and closes once none is left, or, after a ``101``, to the
-        new protocol (its ``readConnectionLost`` if it provides
-        :class:`~twisted.internet.interfaces.IHalfCloseableProtocol`, else
-        ``connectionLost``, as TCP does). With nothing to answer (between
-        requests, or a request that can now never be complete), the
-        connection closes at once.
+        An upgrade whose handler is still deciding is answered, if its
+        decision comes within :data:`HALF_CLOSED_WAIT` seconds (or the
+        handshake deadline, when one is set): after that the connection is
+        aborted, which cancels the handler. Until then nothing is read;
+        reading resumes once the answer is out (or at the switch), and TCP
+        then reports the end of input again: to this channel, which answers
+        any request that arrived before it and closes once none is left, or,
+        after a ``101``, to the new protocol (its ``readConnectionLost`` if
+        it provides :class:`~twisted.internet.interfaces.IHalfCloseableProtocol`,
+        else ``connectionLost``, as TCP does).
+
+        Anything else closes the connection at once, as Twisted's
+        ``HTTPChannel`` does: a plain request in progress learns of it
+        through ``notifyFinish`` (a long poll is not kept for a client that
+        has gone).
         """
-        if self._handlingRequest and not self._failed:
+        if self._pending is not None and not self._failed:
+            if self._halfClosedCall is None:
+                wait = self.limits.handshakeTimeout or HALF_CLOSED_WAIT
+                self._halfClosedCall = self.callLater(wait, self._halfClosedTooLong)
             return
         self.loseConnection()
+
+    def _halfClosedTooLong(self) -> None:
+        self._halfClosedCall = None
+        if self._pending is not None and not self._lost:
+            _log.info("Closing {peer}: its input ended and the upgrade was not decided "
+                      "in time", peer=self.transport.getPeer())  # fmt: skip
+            self.transport.abortConnection()
 
     def writeConnectionLost(self) -> None:
         """The channel never shuts down its sending side alone: nothing to do."""
@@ -749,6 +771,10 @@ class UpgradableHTTPChannel(HTTPChannel):
         self._lost = True
         self._cancelIdle()
         self._stopDeadline()
+        if self._halfClosedCall is not None:
+            call, self._halfClosedCall = self._halfClosedCall, None
+            if call.active():
+                call.cancel()
         if isinstance(self._predecided, Deferred):
             predecided, self._predecided = self._predecided, _NOTHING
             predecided.cancel()
