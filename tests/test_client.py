@@ -271,6 +271,7 @@ BAD_ARGUMENTS = [
     ({"url": 'http://a"b/'}, ValueError, "'a\"b'"),
     ({"url": "http://" + "\u00e4" * 70 + "/"}, ValueError, "not a valid host name"),
     ({"url": "http://127.0.0.1:99999/"}, ValueError, "99999"),
+    ({"url": "http://127.0.0.1:0/"}, ValueError, "port 0"),
     # The method.
     ({"method": b"GET / HTTP/1.1\r\nX-Injected: 1\r\n\r\nGET"}, ValueError, "X-Injected"),
     ({"method": b""}, ValueError, "b''"),

@@ -302,7 +302,9 @@ def _requestHead(
         explicit = parts.port
     except ValueError as error:
         raise ValueError(f"the URL {url!r} has a bad port: {error}") from None
-    port = explicit or (443 if secure else 80)
+    if explicit == 0:
+        raise ValueError(f"the URL {url!r} has port 0, which no server listens on")
+    port = (443 if secure else 80) if explicit is None else explicit
     if ":" in host:
         hostBytes = b"[" + host.encode("ascii") + b"]"  # urlsplit checks the address
     elif host.isascii():
