@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 from hpack import Encoder
 
-from .test_twistd import HOST, twistd
+from .test_twistd import HOST, read101, twistd
 
 #: How long each attack writes, in seconds.
 SECONDS = 3.0
@@ -346,13 +346,7 @@ def upgraded(port: int, request: bytes) -> socket.socket:
     sock.settimeout(10)
     sock.connect((HOST, port))
     sock.sendall(request)
-    head = b""
-    while not head.endswith(b"\r\n\r\n"):
-        byte = sock.recv(1)
-        assert byte, head
-        head += byte
-    assert head.startswith(b"HTTP/1.1 101 "), head
-    return sock
+    return read101(sock)
 
 
 def flood(pid: int, sock: socket.socket, data: Flood, seconds: float) -> Outcome:

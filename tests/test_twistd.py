@@ -10,6 +10,7 @@ import re
 import select
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -99,7 +100,11 @@ def upgradedSocket(
         b"GET " + path + b" HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\n"
         b"Connection: Upgrade\r\nUpgrade: " + token + b"\r\n" + extra + b"\r\n"
     )
-    # Read the response head one byte at a time: nothing after it is taken.
+    return read101(sock)
+
+
+def read101(sock: socket.socket) -> socket.socket:
+    """Read a ``101`` head one byte at a time, so nothing after it is taken."""
     head = b""
     while not head.endswith(b"\r\n\r\n"):
         byte = sock.recv(1)
@@ -320,24 +325,29 @@ def test_h2cIsOnByDefaultAndWithoutH2cTurnsItOff() -> None:
     assert b"h2c" not in off.split(b"\r\n\r\n")[0]
 
 
+def h2OverTLS(server: Twistd, certificate: Path) -> tuple[int, ssl.SSLSocket]:
+    """The server's ssl: port, and a TLS connection to it that chose h2 by ALPN."""
+    deadline = time.monotonic() + 10
+    while not (found := re.findall(r"port=(\d+)\) \(ssl:", server.log())):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    tls = int(found[0])
+    context = ssl.create_default_context(cafile=str(certificate))
+    context.set_alpn_protocols(["h2"])
+    sock = context.wrap_socket(socket.create_connection((HOST, tls), timeout=10),
+                               server_hostname=HOST)  # fmt: skip
+    return tls, sock
+
+
 def test_anHTTP2ConnectionOverTLSIsDrainedToo(certificate: Path) -> None:
     """ALPN h2 connections are HTTP/2 from the start; the drain waits for them, then closes."""
-    import ssl
 
     import h2.connection
 
     with twistd(
         "--grace-period", "1", "--listen", f"ssl:0:interface={HOST}:privateKey={certificate}"
     ) as server:  # fmt: skip
-        deadline = time.monotonic() + 10
-        while not (found := re.findall(r"port=(\d+)\) \(ssl:", server.log())):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        tls = int(found[0])
-        context = ssl.create_default_context(cafile=str(certificate))
-        context.set_alpn_protocols(["h2"])
-        sock = context.wrap_socket(socket.create_connection((HOST, tls), timeout=10),
-                                   server_hostname=HOST)  # fmt: skip
+        _, sock = h2OverTLS(server, certificate)
         assert sock.selected_alpn_protocol() == "h2"
         conn = h2.connection.H2Connection()
         conn.initiate_connection()
@@ -627,7 +637,6 @@ def test_duringAStopTheHealthCheckIsRefusedOnTheClosedPortAnd503OnAnOpenConnecti
     says: a new connection (a new health check) is refused at once, and a
     health check on a connection that stays open (HTTP/2) gets 503.
     """
-    import ssl
 
     import h2.connection
     import h2.events
@@ -635,15 +644,7 @@ def test_duringAStopTheHealthCheckIsRefusedOnTheClosedPortAnd503OnAnOpenConnecti
     with twistd(
         "--grace-period", "60", "--listen", f"ssl:0:interface={HOST}:privateKey={certificate}"
     ) as server:  # fmt: skip
-        deadline = time.monotonic() + 10
-        while not (found := re.findall(r"port=(\d+)\) \(ssl:", server.log())):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        tls = int(found[0])
-        context = ssl.create_default_context(cafile=str(certificate))
-        context.set_alpn_protocols(["h2"])
-        sock = context.wrap_socket(socket.create_connection((HOST, tls), timeout=10),
-                                   server_hostname=HOST)  # fmt: skip
+        tls, sock = h2OverTLS(server, certificate)
         conn = h2.connection.H2Connection()
         conn.initiate_connection()
 
