@@ -24,7 +24,7 @@ from upgradable.protocols.irc import IRCHandler
 
 from .conftest import LogCapture
 from .helpers import IRC_REQ, Server, parseResponses
-from .test_twistd import readAll, twistd, upgradedSocket
+from .test_twistd import HOST, readAll, twistd, upgradedSocket
 
 
 class Client:
@@ -49,7 +49,8 @@ class Client:
     def lines(self) -> list[str]:
         data = self.buffer + self.server.clear()
         self.buffer = b""
-        return data.decode().splitlines()
+        # Split at CR LF only: str.splitlines would break at VT, NEL...
+        return data.decode().split("\r\n")[:-1]
 
 
 def openRegistry() -> UpgradeRegistry:
@@ -258,7 +259,14 @@ MALFORMED_REGISTERED = [
     (b"", []),
     (b" :", []),
     (b"\xff\xfe", [":upgradable 421 alice \ufffd\ufffd :Unknown command"]),
-    (b"\x00", [":upgradable 421 alice \x00 :Unknown command"]),
+    # RFC 2812 §2.3.1: NUL is in no message; it is removed from the line.
+    (b"\x00", []),
+    (b"PI\x00NG :a\x00b", [":upgradable PONG upgradable :ab"]),
+    # A bare CR ends a line, as LF does; nothing else does.
+    (b"PING :a\rb", [":upgradable PONG upgradable :a", ":upgradable 421 alice b :Unknown command"]),
+    (b"PING :a\x0bb\x0c\x85", [":upgradable PONG upgradable :a\x0bb\x0c\ufffd"]),
+    # RFC 2812 §2.3: a reply fits 512 bytes, what it echoes is cut.
+    (b"X" * 510, [":upgradable 421 alice " + "X" * (510 - 39) + " :Unknown command"]),
     (b"PRIVMSG\tbob :hi", [":upgradable 421 alice PRIVMSG\tbob :Unknown command"]),
 ]
 
@@ -410,7 +418,9 @@ def test_aLineOf512BytesIsTakenAndALongerOneGets417AndIsSkippedToItsEnd() -> Non
     head = b"PRIVMSG bob :"
     exactly = head + b"x" * (510 - len(head))
     alice.sendRaw(exactly + b"\r\n")
-    assert bob.lines() == [":alice!alice@upgradable PRIVMSG bob :" + "x" * (510 - len(head))]
+    # Relayed with its prefix, it is cut to 512 bytes with the CR LF.
+    relayed = ":alice!alice@upgradable PRIVMSG bob :" + "x" * (510 - len(head))
+    assert bob.lines() == [relayed[:510]]
     alice.sendRaw(exactly + b"y\r\n")
     assert alice.lines() == [":upgradable 417 alice :Input line was too long"]
     # Unterminated and over the limit, then its tail in later reads.
@@ -428,6 +438,83 @@ def test_aLineOf512BytesIsTakenAndALongerOneGets417AndIsSkippedToItsEnd() -> Non
         ":upgradable 417 alice :Input line was too long",
         ":upgradable PONG upgradable :2",
     ]
+
+
+def test_aBareCREndsALineSoNoForgedLineReachesOthers() -> None:
+    """
+    A CR inside a line ends it, as LF does: what follows is alice's next
+    command, never text that bob's client would show as a line of its own.
+    """
+    alice, bob = registeredPair()
+    alice.sendRaw(b"PART #lobby :bye\r:evil!e@h PRIVMSG bob :spoof2\r\n")
+    raw = bob.server.clear()
+    assert raw == (
+        b":alice!alice@upgradable PART #lobby :bye\r\n"
+        b":alice!alice@upgradable PRIVMSG bob :spoof2\r\n"
+    )
+    alice.sendRaw(b"PRIVMSG bob :a\x00b\rc\r\n")
+    assert bob.server.clear() == b":alice!alice@upgradable PRIVMSG bob :ab\r\n"
+    assert alice.lines() == [
+        ":alice!alice@upgradable PART #lobby :bye",
+        ":upgradable 421 alice c :Unknown command",
+    ]
+
+
+@pytest.mark.parametrize("char", ["\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028"])
+def test_aLineOfCharactersThatStrSplitlinesBreaksAtIsRelayedAsOneLine(char: str) -> None:
+    """
+    Only CR and LF end a line: a message full of VT, FF, NEL, U+2028...
+    reaches bob and the channel as one line each, not one per character.
+    """
+    alice, bob = registeredPair()
+    text = char * ((497 - 30) // len(char.encode()))
+    alice.sendRaw(f"PRIVMSG #lobby :{text}\r\nNOTICE bob :{text}\r\n".encode())
+    assert bob.lines() == [
+        f":alice!alice@upgradable PRIVMSG #lobby :{text}",
+        f":alice!alice@upgradable NOTICE bob :{text}",
+    ]
+
+
+def test_theUSERAfterANickThatRegisteredIsTakenQuietlyOnceAndASecondGets462() -> None:
+    """
+    NICK alone registers, so the USER every client sends right after it
+    gets no reply and sets the real name; only another USER is 462.
+    """
+    alice = Client(openRegistry(), lines=b"NICK alice\r\n")
+    assert alice.lines()[0] == ":upgradable 001 alice :connected to Twisted IRC"
+    alice.send("USER alice 0 * :Alice Liddell")
+    assert alice.lines() == []
+    assert alice.irc.realname == "Alice Liddell"
+    alice.send("USER alice 0 * :Again")
+    assert alice.lines() == [":upgradable 462 alice :Unauthorized command (already registered)"]
+    assert alice.irc.realname == "Alice Liddell"
+
+
+def test_theIrcPackageClientRegistersWithoutA462() -> None:
+    """
+    The ``irc`` package's client sends NICK then USER: after its welcome and
+    a PING round trip it has seen no ``alreadyregistered`` (462) event.
+    """
+    import irc.client
+
+    with twistd() as server:
+        reactor = irc.client.Reactor()
+        seen: list[str] = []
+        reactor.add_global_handler("all_events", lambda c, e: seen.append(e.type), -10)
+        connection = reactor.server().connect(
+            HOST, server.port, "alice", ircname="Alice Liddell",
+            connect_factory=lambda address: upgradedSocket(address[1], b"IRC/6.9"),
+        )  # fmt: skip
+        deadline = time.monotonic() + 20
+        while "endofmotd" not in seen and time.monotonic() < deadline:
+            reactor.process_once(0.1)
+        connection.ping("after-user")
+        while "pong" not in seen and time.monotonic() < deadline:
+            reactor.process_once(0.1)
+        connection.disconnect()
+        assert "welcome" in seen and "pong" in seen, seen
+        assert "alreadyregistered" not in seen
+    assert "Traceback" not in server.log()
 
 
 def test_noticesAreRelayedAsNotices() -> None:

@@ -82,6 +82,14 @@ _NICKNAME = re.compile(r"[A-Za-z\[\]\\`_^{|}][A-Za-z0-9\[\]\\`_^{|}-]{0,29}")
 _CHANNEL = re.compile(r"#[^\x00\x07\r\n ,:]{1,49}")
 # RFC 2812 §2.3.1: a command is letters or a three-digit numeric.
 _COMMAND = re.compile(r"[A-Za-z]+|[0-9]{3}", re.ASCII)
+# RFC 2812 §2.3: a message ends with CR LF. A bare CR or a bare LF ends a line
+# too, as in ircd-ratbox and its heirs (Charybdis, Solanum: linebuf.c), so a
+# CR inside a line can never reach a client that ends lines at CR. Nothing
+# else does: not VT, FF, FS..RS, NEL, U+2028 or U+2029 (str.splitlines).
+_LINE_END = re.compile(rb"[\r\n]")
+# RFC 2812 §2.3.1: NUL, CR and LF are in no parameter; what the server writes
+# never holds one (a NUL a client sends is removed from its line).
+_UNSAFE = re.compile("[\x00\r\n]")
 
 # Numerics twisted.words.protocols.irc does not name.
 _ERR_INPUTTOOLONG = "417"  # not in RFC 2812; as ircds and the IRCv3 registry
@@ -268,12 +276,13 @@ class _UpgradedIRCUser(service.IRCUser):
         self._paused = False
         self._queued = 0  # bytes written since the transport asked to pause
         self._dropped = False
+        self._userGiven = False  # USER came
         self.transport.registerProducer(self, True)
 
     # Bytes to lines, and lines to commands.
 
     def dataReceived(self, data: bytes) -> None:
-        lines = data.split(b"\n")
+        lines = _LINE_END.split(data)
         partial = lines.pop()
         if lines:
             if self._skipping:
@@ -286,7 +295,7 @@ class _UpgradedIRCUser(service.IRCUser):
         elif not self._skipping:
             self._partial += partial
         self._lines.extend(lines)
-        if len(self._partial) > self.MAX_LENGTH + 1:  # + 1: a CR before the LF
+        if len(self._partial) > self.MAX_LENGTH:
             self._partial = b""
             self._skipping = True
             self._lines.append(None)
@@ -296,12 +305,10 @@ class _UpgradedIRCUser(service.IRCUser):
         lines = self._lines
         while lines and not (self._paused or self._dropped or self.transport.disconnecting):
             line = lines.popleft()
-            if line is not None and line.endswith(b"\r"):
-                line = line[:-1]
             if line is None or len(line) > self.MAX_LENGTH:
                 self.lineLengthExceeded((line or b"").decode("utf-8", "replace"))
                 continue
-            parsed = _parseMessage(line.decode("utf-8", "replace"))
+            parsed = _parseMessage(line.replace(b"\0", b"").decode("utf-8", "replace"))
             if parsed is not None:
                 prefix, command, params = parsed
                 self.handleCommand(command, prefix, params)
@@ -324,7 +331,7 @@ class _UpgradedIRCUser(service.IRCUser):
         if rule.registered is True and not registered:
             self._reply(_ERR_NOTREGISTERED, ":You have not registered")
             return
-        if rule.registered is False and registered:
+        if rule.registered is False and registered and not self._userPending(command):
             self._reply(_ERR_ALREADYREGISTRED, ":Unauthorized command (already registered)")
             return
         if len(params) < rule.least:
@@ -333,6 +340,15 @@ class _UpgradedIRCUser(service.IRCUser):
                 self._reply(*reply)
             return
         super().handleCommand(command, prefix, params)
+
+    def _userPending(self, command: str) -> bool:
+        # NICK alone registers here, so the USER every client sends next is
+        # still welcome (once); only another one gets 462 (RFC 2812 §3.1.3).
+        return command == "USER" and not self._userGiven
+
+    def irc_USER(self, prefix: str, params: list[str]) -> None:
+        self._userGiven = True
+        super().irc_USER(prefix, params)
 
     # Flow control: IPushProducer, for the transport.
 
@@ -355,9 +371,18 @@ class _UpgradedIRCUser(service.IRCUser):
         self._lines.clear()
 
     def sendLine(self, line: str) -> None:
+        """
+        Write one line: without NUL, CR or LF inside (RFC 2812 §2.3.1), and
+        cut to 512 bytes with its CR LF (§2.3), as ircds cut what they relay.
+        """
         if self._dropped:
             return
-        data = (line + "\r\n").encode("utf-8")
+        if _UNSAFE.search(line):
+            line = _UNSAFE.sub("", line)
+        data = line.encode("utf-8")
+        if len(data) > self.MAX_LENGTH:
+            data = data[: self.MAX_LENGTH].decode("utf-8", "ignore").encode("utf-8")
+        data += b"\r\n"
         if self._paused:
             self._queued += len(data)
             if self._queued > self.maxSendQueue:
@@ -476,12 +501,17 @@ class _UpgradedIRCUser(service.IRCUser):
         target.addCallbacks(send, lambda f: f.trap(ewords.NoSuchGroup, ewords.NoSuchUser))
 
     def receive(self, sender: Any, recipient: Any, message: dict[str, Any]) -> None:
-        if not message.get("notice"):
-            super().receive(sender, recipient, message)
-            return
+        # One message is one line: twisted.words splits the text with
+        # str.splitlines, which breaks at VT, FF, NEL and more, so one line
+        # of them would go out as hundreds. A line from a client holds no CR
+        # or LF (dataReceived), and sendLine removes any that would.
         name = "#" + recipient.name if iwords.IGroup.providedBy(recipient) else recipient.name
-        for text in message["text"].splitlines():
-            self.notice(f"{sender.name}!{sender.name}@{self.hostname}", name, text)
+        text = message.get("text", "")
+        source = f"{sender.name}!{sender.name}@{self.hostname}"
+        if message.get("notice"):
+            self.notice(source, name, text)
+        else:
+            self.privmsg(source, name, text)
 
     def irc_JOIN(self, prefix: str, params: list[str]) -> None:
         # RFC 2812 §3.2.1: a comma-separated list; the keys are ignored, as
@@ -539,7 +569,19 @@ class _UpgradedIRCUser(service.IRCUser):
     def _reply(self, code: str, *params: str) -> None:
         # Before registration the target of a numeric reply is "*".
         target = self.name if self.avatar is not None else "*"
-        self.sendLine(f":{self.hostname} {code} {target} {' '.join(params)}")
+        words = list(params)
+        line = f":{self.hostname} {code} {target} {' '.join(words)}"
+        excess = len(line.encode("utf-8")) - self.MAX_LENGTH
+        echoed = [i for i, word in enumerate(words) if not word.startswith(":")]
+        if excess > 0 and echoed:
+            # RFC 2812 §2.3: 512 bytes with the CR LF. What is cut is the
+            # longest word the client sent (a command, a name), so the
+            # reply keeps its text.
+            i = max(echoed, key=lambda i: len(words[i].encode("utf-8")))
+            word = words[i].encode("utf-8")
+            words[i] = word[: max(1, len(word) - excess)].decode("utf-8", "ignore")
+            line = f":{self.hostname} {code} {target} {' '.join(words)}"
+        self.sendLine(line)
 
 
 class _Factory(service.IRCFactory):
