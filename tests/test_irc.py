@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.words import service
 
@@ -564,35 +565,105 @@ def test_whileItsTransportIsFullAClientIsNotReadAndItsLinesWait() -> None:
     assert bob.lines() == [":alice!alice@upgradable PRIVMSG bob :while paused"]
 
 
-def test_aClientThatDoesNotReadIsDroppedOnceMoreThanMaxSendQueueWaits(
+def test_aSenderWaitsWhileARecipientIsFullAndGoesOnWhenItResumes() -> None:
+    """
+    A line of alice's that reaches bob while bob's transport is full is
+    sent (counted against bob's queue), then alice's next lines wait and
+    alice is not read until bob's transport drains; then they go, in order.
+    """
+    alice, bob = registeredPair()
+    bob.irc.pauseProducing()
+    alice.sendRaw(b"PRIVMSG #lobby :1\r\nPRIVMSG #lobby :2\r\nPING :3\r\n")
+    assert bob.lines() == [":alice!alice@upgradable PRIVMSG #lobby :1"]
+    assert alice.lines() == []
+    assert alice.server.transport.producerState == "paused"
+    bob.irc.resumeProducing()
+    assert bob.lines() == [":alice!alice@upgradable PRIVMSG #lobby :2"]
+    assert alice.lines() == [":upgradable PONG upgradable :3"]
+    assert alice.server.transport.producerState == "producing"
+    assert not bob.server.closed
+
+
+def stalledPair(logged: LogCapture, **limits: Any) -> tuple[Client, Client, Clock]:
+    clock = Clock()
+    registry = UpgradeRegistry()
+    registry.register(b"IRC/6.9", IRCHandler([], clock=clock, **limits))
+    alice, bob = registeredPair(registry)
+    return alice, bob, clock
+
+
+def test_aRecipientThatStaysFullWhileOthersWaitIsDroppedAfterMaxStall(
     logged: LogCapture,
 ) -> None:
     """
-    While bob's transport is full, what alice sends him is counted; past
-    maxSendQueue bob is aborted, with the reason logged, and alice goes on.
-    Once bob's transport drained, the count starts again.
+    bob's transport stays full while alice waits on him: after maxStall
+    seconds bob is aborted, the reason logged, and alice goes on.
     """
-    registry = UpgradeRegistry()
-    registry.register(b"IRC/6.9", IRCHandler([], maxSendQueue=2000))
-    alice, bob = registeredPair(registry)
-    message = "PRIVMSG #lobby :" + "x" * 100
-    relayed = len(":alice!alice@upgradable " + message + "\r\n")
+    alice, bob, clock = stalledPair(logged, maxStall=5)
     bob.irc.pauseProducing()
-    for _ in range(2000 // relayed):
-        alice.send(message)
-    bob.irc.resumeProducing()
-    bob.irc.pauseProducing()
-    for _ in range(2000 // relayed):
-        alice.send(message)
+    alice.sendRaw(b"PRIVMSG #lobby :1\r\nPING :on\r\n")
+    clock.advance(4.9)
     assert not bob.server.closed
-    alice.send(message)
+    assert alice.lines() == []
+    clock.advance(0.1)
     assert bob.server.closed and bob.server.transport.disconnected  # aborted
     assert bob.irc is None  # its producer unregistered
+    [event] = [e for e in logged.events if "dropping" in e.get("log_format", "")]
+    assert event["nickname"] == "bob"
+    assert event["seconds"] == 5
+    assert alice.lines() == [":upgradable PONG upgradable :on"]
+    assert alice.server.transport.producerState == "producing"
+
+
+def test_aRecipientThatIsNotWaitedOnIsNotDroppedForBeingFull(logged: LogCapture) -> None:
+    """The stall bound counts only while a sender waits: a full transport alone is fine."""
+    alice, bob, clock = stalledPair(logged, maxStall=5)
+    bob.irc.pauseProducing()
+    alice.sendRaw(b"PRIVMSG #lobby :1\r\n")
+    bob.irc.resumeProducing()
+    bob.irc.pauseProducing()
+    clock.advance(60)
+    assert not bob.server.closed
+    assert clock.getDelayedCalls() == []
+
+
+def test_aClientIsDroppedOnceMoreThanMaxSendQueueWaitsFromManySenders(
+    logged: LogCapture,
+) -> None:
+    """
+    Each sender adds at most a line to a full recipient before it waits;
+    many senders together still meet the hard cap: past maxSendQueue bob
+    is aborted with the reason logged, and every sender goes on. Once
+    bob's transport drained, the count starts again.
+    """
+    clock = Clock()
+    registry = UpgradeRegistry()
+    registry.register(b"IRC/6.9", IRCHandler([], maxSendQueue=2000, clock=clock))
+    alice, bob = registeredPair(registry)
+    message = "PRIVMSG #lobby :" + "x" * 100
+    senders = []
+    for i in range(2 * 2000 // 120 + 1):
+        sender = Client(registry, lines=f"NICK s{i}\r\nJOIN #lobby\r\n".encode())
+        senders.append(sender)
+    relayed = len(":s00!s00@upgradable " + message + "\r\n")
+    bob.irc.pauseProducing()
+    for sender in senders[: 2000 // relayed]:
+        sender.send(message)
+    bob.irc.resumeProducing()
+    bob.irc.pauseProducing()
+    for sender in senders[2000 // relayed : 2 * (2000 // relayed)]:
+        sender.send(message)
+    assert not bob.server.closed
+    senders[-1].send(message)
+    assert bob.server.closed and bob.server.transport.disconnected
     [event] = [e for e in logged.events if "Max SendQ exceeded" in e.get("log_format", "")]
     assert event["nickname"] == "bob"
     assert event["limit"] == 2000
+    for sender in senders:
+        sender.send("PING :on")
+        assert sender.lines()[-1] == ":upgradable PONG upgradable :on"
     alice.send("PING :on")
-    assert alice.lines() == [":upgradable PONG upgradable :on"]
+    assert alice.lines()[-1] == ":upgradable PONG upgradable :on"
 
 
 def test_quitUnregistersTheProducerBeforeClosing() -> None:
@@ -723,15 +794,17 @@ def test_aClientThatFloodsPingsWithoutReadingIsNoLongerReadFrom() -> None:
 
 def test_aChannelMemberThatNeverReadsIsDroppedOnceItsQueuePassesTheCap() -> None:
     """
-    What others send to a channel is queued for a member that never reads
-    only up to the cap; then that member is dropped with a logged reason,
-    and the sender goes on.
+    A member that never reads holds up who writes to it (the talker is not
+    read meanwhile) only for the stall bound, and what waits for it stays
+    under the cap; then it is dropped with a logged reason, and the talker
+    goes on.
     """
     with twistd() as server:
         sleeper = registered(server.port, "sleeper", receiveBuffer=4096)
         sleeper.sendall(b"JOIN #flood\r\n")
         readUntil(sleeper, b" 366 sleeper #flood ")
         talker = registered(server.port, "talker")
+        talker.settimeout(IRCHandler.maxStall + 20)  # it waits for the sleeper
         talker.sendall(b"JOIN #flood\r\n")
         readUntil(talker, b" 366 talker #flood ")
         before = rssBytes(server.process.pid)
@@ -739,7 +812,7 @@ def test_aChannelMemberThatNeverReadsIsDroppedOnceItsQueuePassesTheCap() -> None
         batch = line * 160
         sent = 0
         deadline = time.monotonic() + 30
-        while "Max SendQ exceeded" not in server.log() and sent < 128 << 20:
+        while "dropping IRC client sleeper" not in server.log() and sent < 128 << 20:
             assert time.monotonic() < deadline
             talker.sendall(batch + b"PING :mark\r\n")
             readUntil(talker, b"PONG upgradable :mark\r\n")
@@ -752,6 +825,50 @@ def test_aChannelMemberThatNeverReadsIsDroppedOnceItsQueuePassesTheCap() -> None
         readUntil(talker, b"PONG upgradable :still\r\n")
         talker.close()
         sleeper.close()
+    assert "Traceback" not in server.log()
+
+
+def test_aMemberThatReadsIsNotDroppedWhenAnotherFloodsTheChannel() -> None:
+    """
+    alice sends about 420 KB to #a in bursts far faster than bob's socket
+    takes it, while bob reads all the time: alice is slowed down instead,
+    nobody is dropped, and bob gets every message, in order.
+    """
+    count = 1000
+    with twistd() as server:
+        bob = registered(server.port, "bob")
+        bob.sendall(b"JOIN #a\r\n")
+        readUntil(bob, b" 366 bob #a ")
+        alice = registered(server.port, "alice")
+        alice.sendall(b"JOIN #a\r\n")
+        readUntil(alice, b" 366 alice #a ")
+        burst = b"".join(b"PRIVMSG #a :%06d " % i + b"x" * 400 + b"\r\n" for i in range(count))
+        burst += b"PING :done\r\n"
+        alice.setblocking(False)
+        bob.setblocking(False)
+        received = b""
+        heard = b""
+        deadline = time.monotonic() + 60
+        while received.count(b"\r\n") < count or b"PONG" not in heard:
+            assert time.monotonic() < deadline, (received.count(b"\r\n"), heard[-200:])
+            readable, writable, _ = select.select([bob, alice], [alice] if burst else [], [], 1)
+            if alice in writable:
+                burst = burst[alice.send(burst[: 1 << 20]) :]
+            if bob in readable:
+                chunk = bob.recv(1 << 16)
+                assert chunk, "bob was dropped"
+                received += chunk
+            if alice in readable:
+                chunk = alice.recv(1 << 16)
+                assert chunk, "alice was dropped"
+                heard += chunk
+        lines = [line for line in received.split(b"\r\n") if b" PRIVMSG " in line]
+        prefix = b":alice!alice@upgradable PRIVMSG #a :"
+        assert lines == [prefix + b"%06d " % i + b"x" * 400 for i in range(count)]
+        assert "Max SendQ exceeded" not in server.log()
+        assert "dropping" not in server.log()
+        alice.close()
+        bob.close()
     assert "Traceback" not in server.log()
 
 

@@ -58,7 +58,8 @@ from twisted.cred import credentials, error
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.portal import Portal
 from twisted.internet import defer
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.words import ewords, iwords, service
@@ -74,6 +75,7 @@ __all__ = ["IRCHandler", "makeHandler"]
 
 
 _log = Logger()
+_DONE = Failure(ConnectionDone())
 
 # RFC 2812 §2.3.1, without its 9-character limit (servers allow more today).
 _NICKNAME = re.compile(r"[A-Za-z\[\]\\`_^{|}][A-Za-z0-9\[\]\\`_^{|}-]{0,29}")
@@ -231,6 +233,9 @@ class _Realm(service.InMemoryWordsRealm):
     """
 
     createGroupOnRequest = True
+    #: The client whose line is being handled: what it makes others receive
+    #: is its doing, and it waits for any of them that cannot take it.
+    speaking: _UpgradedIRCUser | None = None
 
     def groupFactory(self, name: str) -> _Channel:
         return _Channel(name, self)
@@ -267,15 +272,24 @@ class _UpgradedIRCUser(service.IRCUser):
     MAX_LENGTH = 510
     maxChannels = 10  # IRCHandler's
     maxSendQueue = 64 * 1024  # IRCHandler's
+    maxStall = 10.0  # IRCHandler's
+    clock: IReactorTime
 
     def connectionMade(self) -> None:
         super().connectionMade()
         self._lines: deque[bytes | None] = deque()
         self._partial = b""
         self._skipping = False  # inside a line that was too long
-        self._paused = False
+        self._paused = False  # our transport's buffer is full
+        self._reading = True
+        self._handling = False
         self._queued = 0  # bytes written since the transport asked to pause
         self._dropped = False
+        # Senders wait on paused recipients: reading a sender follows the
+        # writing of everyone its lines are for.
+        self._waitingOn: set[_UpgradedIRCUser] = set()  # paused recipients
+        self._waiters: set[_UpgradedIRCUser] = set()  # senders waiting on us
+        self._stall: IDelayedCall | None = None
         self._userGiven = False  # USER came
         self.transport.registerProducer(self, True)
 
@@ -302,16 +316,40 @@ class _UpgradedIRCUser(service.IRCUser):
         self._handleLines()
 
     def _handleLines(self) -> None:
+        if self._handling:
+            return  # resumed from inside our own line: the loop goes on
         lines = self._lines
-        while lines and not (self._paused or self._dropped or self.transport.disconnecting):
-            line = lines.popleft()
-            if line is None or len(line) > self.MAX_LENGTH:
-                self.lineLengthExceeded((line or b"").decode("utf-8", "replace"))
-                continue
-            parsed = _parseMessage(line.replace(b"\0", b"").decode("utf-8", "replace"))
-            if parsed is not None:
-                prefix, command, params = parsed
-                self.handleCommand(command, prefix, params)
+        realm = self.factory.realm
+        speaking, realm.speaking = realm.speaking, self
+        self._handling = True
+        try:
+            while lines and not (
+                self._paused or self._waitingOn or self._dropped or self.transport.disconnecting
+            ):
+                line = lines.popleft()
+                if line is None or len(line) > self.MAX_LENGTH:
+                    self.lineLengthExceeded((line or b"").decode("utf-8", "replace"))
+                    continue
+                parsed = _parseMessage(line.replace(b"\0", b"").decode("utf-8", "replace"))
+                if parsed is not None:
+                    prefix, command, params = parsed
+                    self.handleCommand(command, prefix, params)
+        finally:
+            self._handling = False
+            realm.speaking = speaking
+        self._updateReading()
+
+    def _updateReading(self) -> None:
+        # Read while our replies and every recipient of our lines keep up.
+        if self._dropped:
+            return
+        reading = not (self._paused or self._waitingOn)
+        if reading != self._reading:
+            self._reading = reading
+            if reading:
+                self.transport.resumeProducing()
+            else:
+                self.transport.pauseProducing()
 
     def lineLengthExceeded(self, line: str) -> None:
         """A line over :attr:`MAX_LENGTH` is answered and skipped."""
@@ -357,18 +395,60 @@ class _UpgradedIRCUser(service.IRCUser):
         if not self._paused:
             self._paused = True
             self._queued = 0
-            self.transport.pauseProducing()
+            self._updateReading()
 
     def resumeProducing(self) -> None:
         self._paused = False
         self._queued = 0
-        self.transport.resumeProducing()
+        self._release()
         self._handleLines()
 
     def stopProducing(self) -> None:
         # The connection is gone: nothing more is read, handled or written.
         self._paused = self._dropped = True
+        self._forget()
+
+    def connectionLost(self, reason: Failure = _DONE) -> None:
+        self._dropped = True
+        self._forget()
+        super().connectionLost(reason)
+
+    def _forget(self) -> None:
+        # Nothing waits on a client that is gone, and it waits on nobody.
         self._lines.clear()
+        for recipient in self._waitingOn:
+            recipient._waiters.discard(self)
+        self._waitingOn.clear()
+        self._release()
+
+    def _release(self) -> None:
+        """The senders waiting on this client go on (it resumed, or left)."""
+        if self._stall is not None:
+            if self._stall.active():
+                self._stall.cancel()
+            self._stall = None
+        waiters = list(self._waiters)
+        self._waiters.clear()
+        for sender in waiters:
+            sender._waitingOn.discard(self)
+            if not sender._waitingOn:
+                sender._handleLines()
+
+    def _wait(self, sender: _UpgradedIRCUser) -> None:
+        # sender's line reached us while our transport is full: its next
+        # lines wait (and it is not read) until we resume, or for maxStall.
+        sender._waitingOn.add(self)
+        self._waiters.add(sender)
+        if self._stall is None:
+            self._stall = self.clock.callLater(self.maxStall, self._stalled)
+
+    def _stalled(self) -> None:
+        self._stall = None
+        if self._waiters and self._paused and not self._dropped:
+            self._drop(
+                "took nothing for {seconds} s while others waited to write to it",
+                seconds=self.maxStall,
+            )
 
     def sendLine(self, line: str) -> None:
         """
@@ -386,20 +466,28 @@ class _UpgradedIRCUser(service.IRCUser):
         if self._paused:
             self._queued += len(data)
             if self._queued > self.maxSendQueue:
-                self._drop()
+                # The memory bound, whoever writes: many senders may each
+                # have added a line before waiting.
+                self._drop(
+                    "Max SendQ exceeded, more than {limit} bytes waiting "
+                    "beyond the transport's buffer",
+                    limit=self.maxSendQueue,
+                )
                 return
+            speaking = self.factory.realm.speaking
+            if speaking is not None and speaking is not self:
+                self._wait(speaking)
         self.transport.write(data)
 
-    def _drop(self) -> None:
+    def _drop(self, reason: str, **fields: Any) -> None:
         _log.info(
-            "dropping IRC client {nickname} ({peer}): Max SendQ exceeded, "
-            "more than {limit} bytes waiting beyond the transport's buffer",
+            "dropping IRC client {nickname} ({peer}): " + reason,
             nickname=self.name or "*",
             peer=self.transport.getPeer(),
-            limit=self.maxSendQueue,
+            **fields,
         )
         self._dropped = True
-        self._lines.clear()
+        self._forget()
         self.transport.unregisterProducer()
         self.transport.abortConnection()
 
@@ -610,6 +698,7 @@ class IRCHandler:
     #: The defaults of ``maxChannels`` and ``maxSendQueue``.
     maxChannels = 10
     maxSendQueue = 64 * 1024
+    maxStall = 10.0
 
     def __init__(
         self,
@@ -617,12 +706,20 @@ class IRCHandler:
         name: str = "upgradable",
         maxChannels: int = maxChannels,
         maxSendQueue: int = maxSendQueue,
+        maxStall: float = maxStall,
+        clock: IReactorTime | None = None,
     ) -> None:
-        if maxChannels < 1 or maxSendQueue < 1:
-            raise ValueError("maxChannels and maxSendQueue must be at least 1")
+        if maxChannels < 1 or maxSendQueue < 1 or maxStall <= 0:
+            raise ValueError("maxChannels, maxSendQueue and maxStall must be at least 1")
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = reactor
         self.realm = _Realm(name)
         self.maxChannels = maxChannels
         self.maxSendQueue = maxSendQueue
+        self.maxStall = maxStall
+        self.clock: IReactorTime = clock
         checker: ICredentialsChecker = EitherEncoding(checkers) if checkers else _AnyNick()
         portal = Portal(self.realm, [_TrustHTTP(), checker])
         self.factory = _Factory(self.realm, portal)
@@ -635,6 +732,8 @@ class IRCHandler:
         protocol.open = self.open
         protocol.maxChannels = self.maxChannels
         protocol.maxSendQueue = self.maxSendQueue
+        protocol.maxStall = self.maxStall
+        protocol.clock = self.clock
         avatarId = request.avatarId
         if isinstance(avatarId, bytes):
             avatarId = avatarId.decode("utf-8", "replace")
