@@ -710,9 +710,10 @@ def test_aClientJoinsAtMostMaxChannelsAndThenGets405() -> None:
 
 
 def test_theDefaultLimitsAreDocumentedValues() -> None:
-    """ngIRCd's MaxJoins (10) and 64 KiB beyond the transport's buffer."""
+    """ngIRCd's MaxJoins (10), 64 KiB beyond the transport's buffer, 10 s."""
     assert IRCHandler.maxChannels == 10
     assert IRCHandler.maxSendQueue == 64 * 1024
+    assert IRCHandler.maxStall == 10
     with pytest.raises(ValueError, match="at least 1"):
         IRCHandler([], maxChannels=0)
 

@@ -2,7 +2,9 @@
 The ``irc`` sample: a real IRC server from :mod:`twisted.words` behind the
 ``IRC/6.9`` token.
 
-Without ``--auth`` anybody registers with ``NICK``/``USER`` and no password.
+Without ``--auth`` anybody registers with ``NICK``/``USER`` and no password
+(``NICK`` alone registers; the ``USER`` clients send after it is taken
+quietly, and only a second one gets ``462``).
 With ``--auth`` the upgrade itself needs HTTP Basic credentials; the IRC
 session then logs in as that HTTP user when the nickname is the user name,
 and any other nickname needs a ``PASS`` that the same checkers accept.
@@ -13,15 +15,26 @@ client may try another.
 Limits, each an argument of :class:`IRCHandler`:
 
 * a line is at most 512 bytes with its CR LF (RFC 2812 §2.3); a longer one is
-  answered with ``417`` and skipped up to its end, the connection stays;
+  answered with ``417`` and skipped up to its end, the connection stays. A
+  line ends at CR, LF or both (as in ircd-ratbox and Solanum), and at
+  nothing else; a NUL is removed. What the server writes holds no CR, LF or
+  NUL inside a line, one message is one line, and every line is cut to 512
+  bytes (a numeric shortens what it echoes);
 * a client is a member of at most ``maxChannels`` channels (default 10, as
   ngIRCd's ``MaxJoins``); one more ``JOIN`` gets ``405`` (RFC 2812 §3.2.1);
 * a client that does not read is no longer read from once its transport's
-  buffer is full (what it sends waits in the kernel), and what others send it
-  meanwhile (channel messages, private messages) is queued only up to
-  ``maxSendQueue`` bytes (default 64 KiB beyond the transport's own buffer;
-  ngIRCd allows a client 32 KiB in all): past that the client is dropped,
-  with a logged ``Max SendQ exceeded``, as ircds do.
+  buffer is full (what it sends waits in the kernel);
+* a client that writes to one whose transport's buffer is full (a channel
+  message, a private message) waits: its next lines are not handled, and it
+  is not read, until that recipient has drained its buffer. So a sender is
+  slowed to the pace of its readers, and a member that reads is never
+  dropped for another's flood;
+* only a client that does not read is dropped, with the reason logged: one
+  whose buffer stays full ``maxStall`` seconds (default 10) while others
+  wait on it, or one for whom more than ``maxSendQueue`` bytes wait beyond
+  its transport's own buffer (default 64 KiB, ``Max SendQ exceeded``; ngIRCd
+  allows a client 32 KiB in all), the memory bound when many write to it at
+  once, each adding a line before it waits.
 """
 
 # What the protocol keeps:
@@ -42,6 +55,15 @@ Limits, each an argument of :class:`IRCHandler`:
 #   producer; while the transport's buffer is full it reads nothing more and
 #   handles no more of the lines it has, so a client that never reads its
 #   replies holds at most one read of lines and one buffer of replies.
+# - Reading a sender follows the writing of its recipients too. The realm
+#   knows who is speaking (whose line is being handled); a write to a client
+#   whose transport is paused makes the speaker wait on it (_wait). A
+#   waiting client handles no more lines and is not read (_updateReading)
+#   until every client it waits on resumed, was dropped or left (_release).
+#   A wait is never on oneself, and nobody waits on a reader for long: it
+#   resumes as soon as its socket takes the buffer. Nothing waits forever:
+#   the recipient's stall timer (maxStall) drops it, and a client that goes
+#   forgets both who waits on it and whom it waits on (_forget).
 # - Every close unregisters the producer first (closeTransport): a registered
 #   producer keeps a TLS connection from closing.
 # - The realm holds only what is in use: a channel goes with its last member,
@@ -691,8 +713,14 @@ class IRCHandler:
         read, beyond what its transport buffers before it asks to pause
         (64 KiB for TCP); past that the client is dropped and the reason
         logged. While the transport is paused nothing more is read from the
-        client, so only what *others* send it (channel and private messages)
-        can fill this queue. ngIRCd drops a client at 32 KiB in all.
+        client, and each client that writes to it waits after one line, so
+        only many writers at once can fill this queue. ngIRCd drops a client
+        at 32 KiB in all.
+    :param maxStall: how many seconds a client's transport may stay full
+        while others wait to write to it; then it is dropped, the reason
+        logged. A client that reads drains the buffer and frees its writers
+        long before.
+    :param clock: the clock of ``maxStall``; the reactor by default.
     """
 
     #: The defaults of ``maxChannels`` and ``maxSendQueue``.
