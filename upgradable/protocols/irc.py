@@ -107,7 +107,8 @@ _CHANNEL = re.compile(r"#[^\x00\x07\r\n ,:]{1,49}")
 # RFC 2812 §2.3.1: a command is letters or a three-digit numeric.
 _COMMAND = re.compile(r"[A-Za-z]+|[0-9]{3}", re.ASCII)
 # RFC 2812 §2.3: a message ends with CR LF. A bare CR or a bare LF ends a line
-# too, as in ircd-ratbox and its heirs (Charybdis, Solanum: linebuf.c), so a
+# too, as in ircd-ratbox and its heirs (Charybdis, Solanum: rb_linebuf_parse
+# in linebuf.c), so a
 # CR inside a line can never reach a client that ends lines at CR. Nothing
 # else does: not VT, FF, FS..RS, NEL, U+2028 or U+2029 (str.splitlines).
 _LINE_END = re.compile(rb"[\r\n]")
@@ -475,7 +476,8 @@ class _UpgradedIRCUser(service.IRCUser):
     def sendLine(self, line: str) -> None:
         """
         Write one line: without NUL, CR or LF inside (RFC 2812 §2.3.1), and
-        cut to 512 bytes with its CR LF (§2.3), as ircds cut what they relay.
+        cut to 512 bytes with its CR LF (§2.3), as ircd-ratbox's
+        ``rb_linebuf_put`` cuts every line it sends at 510 bytes.
         """
         if self._dropped:
             return
