@@ -9,14 +9,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorPluggableNameResolver
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Request
-from zope.interface import implementer
+from zope.interface import alsoProvides, implementer
 
 from upgradable import (
     Accept,
@@ -28,6 +30,52 @@ from upgradable import (
 )
 from upgradable.interfaces import IUpgradeHandler
 from upgradable.protocols.echo import EchoFactory
+
+
+def memoryReactor() -> MemoryReactorClock:
+    """
+    A MemoryReactorClock as Twisted 26.10 makes it on every release we
+    support: not yet run or stopped, and with a name resolver (before 25.5
+    it has none, and HostnameEndpoint warns that it is deprecated; every
+    name resolves to 127.0.0.1, as Twisted's own SynchronousResolver does).
+    """
+    reactor = MemoryReactorClock()
+    reactor.hasRun = reactor.hasStopped = False
+    if not IReactorPluggableNameResolver.providedBy(reactor):
+        reactor.nameResolver = _LoopbackResolver()  # type: ignore[attr-defined]
+        reactor.installNameResolver = _installer(reactor)  # type: ignore[attr-defined]
+        alsoProvides(reactor, IReactorPluggableNameResolver)
+    return reactor
+
+
+class _LoopbackResolver:
+    """Resolves every name to 127.0.0.1 at once, keeping the port."""
+
+    def resolveHostName(
+        self, receiver: Any, hostName: str, portNumber: int = 0, *args: Any, **kwargs: Any
+    ) -> Any:
+        resolution = _Resolution(hostName)
+        receiver.resolutionBegan(resolution)
+        receiver.addressResolved(IPv4Address("TCP", "127.0.0.1", portNumber))
+        receiver.resolutionComplete()
+        return resolution
+
+
+@dataclass
+class _Resolution:
+    name: str
+
+    def cancel(self) -> None:
+        raise RuntimeError("already resolved")
+
+
+def _installer(reactor: Any) -> Any:
+    def installNameResolver(resolver: Any) -> Any:
+        previous, reactor.nameResolver = reactor.nameResolver, resolver
+        return previous
+
+    return installNameResolver
+
 
 IRC_REQ = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: IRC/6.9\r\n\r\n"
 ECHO_REQ = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: HTTP/2.0\r\n\r\n"

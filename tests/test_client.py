@@ -32,7 +32,7 @@ from upgradable.client import UpgradeFailed, UpgradeTimeout, _requestHead, upgra
 from upgradable.protocols.echo import EchoFactory
 
 from .conftest import requirePeer
-from .helpers import ScriptedHandler
+from .helpers import ScriptedHandler, memoryReactor
 from .test_integration import HOST, Page
 
 
@@ -219,7 +219,7 @@ def test_badArgumentsRaiseAtOnce() -> None:
 
 def sentBy(**arguments: Any) -> tuple[MemoryReactorClock, bytes]:
     """What ``upgrade`` writes to the connection it makes, over a memory reactor."""
-    clock = MemoryReactorClock()
+    clock = memoryReactor()
     call = {"url": "http://127.0.0.1:8080/", "protocols": [b"IRC/6.9"], **arguments}
     upgrade(clock, factory=Factory.forProtocol(Collector), **call)
     assert len(clock.tcpClients) == 1
@@ -312,7 +312,7 @@ def test_aBadArgumentRaisesNamingItBeforeAnythingIsSent(
     arguments: dict[str, Any], error: type[Exception], named: str
 ) -> None:
     """No CR or LF of the caller's can end a field early: the call raises, connects nothing."""
-    clock = MemoryReactorClock()
+    clock = memoryReactor()
     call = {"url": "http://127.0.0.1:8080/", "protocols": [b"IRC/6.9"], **arguments}
     with pytest.raises(error) as raised:
         upgrade(clock, factory=Factory.forProtocol(Collector), **call)
@@ -416,7 +416,7 @@ async def test_refusalsWithoutContentLengthEndWithoutWaitingForTheClose(
 
 
 def test_timeoutWhileConnectingIsAnUpgradeTimeout() -> None:
-    clock = MemoryReactorClock()
+    clock = memoryReactor()
     d = upgrade(clock, "http://127.0.0.1:9/", [b"x"], Factory.forProtocol(Collector), timeout=5)
     failures: list[Failure] = []
     d.addErrback(failures.append)

@@ -144,11 +144,12 @@ def test_aBackendThatNeverConnectsGets503() -> None:
     """A real endpoint cancelled by the timeout fails with ConnectingCancelledError."""
     from twisted.internet.defer import ensureDeferred
     from twisted.internet.endpoints import clientFromString
-    from twisted.internet.testing import MemoryReactorClock
 
     from upgradable import Reject
 
-    clock = MemoryReactorClock()
+    from .helpers import memoryReactor
+
+    clock = memoryReactor()
     handler = RelayHandler(clock, clientFromString(clock, "tcp:127.0.0.1:6667"), "b", timeout=10)
     request = upgradeRequest()
     results: list[object] = []

@@ -436,12 +436,13 @@ def test_aPortThatCannotListenStopsStartUpWithOneLineNamingTheListenValue(logged
 
 def test_aPortThatFailsToListenLaterStopsTheReactorWithAnError(logged) -> None:
     from twisted.internet.error import CannotListenError
-    from twisted.internet.testing import MemoryReactorClock
     from twisted.logger import LogLevel, formatEvent
 
     from upgradable._tap import LoggingEndpointService
 
-    reactor = MemoryReactorClock()
+    from .helpers import memoryReactor
+
+    reactor = memoryReactor()
     reactor.running = True
     endpoint = _Listening(None, later=True)
     service = LoggingEndpointService(endpoint, None, reactor=reactor)

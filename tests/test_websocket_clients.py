@@ -170,7 +170,8 @@ def sameSegment(port: int) -> bytes:
 
 @pytest_twisted.ensureDeferred
 async def test_frameWithTheHandshakeIsEchoedHereAndLostByTwistedsOwn() -> None:
-    from twisted.web.websocket import WebSocketResource
+    # Twisted's own WebSocket support is new in Twisted 25.5.
+    WebSocketResource = pytest.importorskip("twisted.web.websocket").WebSocketResource
 
     class TwistedEcho:
         def negotiationStarted(self, transport: Any) -> None:

@@ -156,10 +156,14 @@ def _adoptUNIX(reactor: Any, fileno: int, factory: Any) -> IListeningPort:
     the file's mode to 0666 and, when the worker stops, shut the socket down
     and delete the path that the master and the other workers still serve.
     """
+    # The socket's own name, rather than the port's (a private attribute,
+    # renamed in Twisted 26.4): the file whose mode the master set.
+    with socket.fromfd(fileno, socket.AF_UNIX, socket.SOCK_STREAM) as listening:
+        path = listening.getsockname()
     port = unix.Port._fromListeningDescriptor(reactor, fileno, factory)
     try:
-        port.mode = stat.S_IMODE(os.stat(port._bindPath).st_mode)
-    except (OSError, ValueError):
+        port.mode = stat.S_IMODE(os.stat(path).st_mode)
+    except (OSError, ValueError, TypeError):
         pass  # an abstract-namespace socket has no file
     port.connectionLost = functools.partial(tcp.Port.connectionLost, port)
     port.startListening()

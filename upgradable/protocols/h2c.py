@@ -175,10 +175,24 @@ class _H2CConnection(H2Connection):
                     error_code=ErrorCodes.PROTOCOL_ERROR,
                     additional_data=b"expected the HTTP/2 connection preface",
                 )
-                self._terminate(Failure(ValueError("no HTTP/2 preface after the h2c upgrade")))
+                self._closeAfterProtocolError(
+                    Failure(ValueError("no HTTP/2 preface after the h2c upgrade"))
+                )
                 return
             self._prefaceSeen = seen + len(chunk)
         super().dataReceived(data)
+
+    def _closeAfterProtocolError(self, reason: Failure) -> None:
+        """
+        Write what is queued (the GOAWAY) and close, leaving the timers armed
+        so that a peer that never reads is still timed out: what Twisted's
+        H2Connection does on a protocol error (in ``dataReceived`` before
+        26.10, in ``_terminate`` since; that one is not overridden here, as
+        Twisted calls it for other reasons too).
+        """
+        if self._tryToWriteControlData():
+            self.transport.loseConnection()
+            self.connectionLost(reason, _cancelTimeouts=False)
 
     # IPushProducer, as the transport's producer: Twisted's H2Connection only
     # stops *writing* when the transport's buffer is full, and goes on reading;
@@ -198,9 +212,10 @@ class _H2CConnection(H2Connection):
     def goingAway(self) -> None:
         # RFC 9113 §6.8: GOAWAY(NO_ERROR) names the last stream served, so
         # the client knows what to retry elsewhere.
-        # Closed by the transport once the GOAWAY is written: _terminate
-        # would count the connection out at once, and a drain that ends then
-        # lets the reactor drop the unwritten frame.
+        # Closed by the transport once the GOAWAY is written: tearing the
+        # connection down here (as on a protocol error) would count it out
+        # at once, and a drain that ends then lets the reactor drop the
+        # unwritten frame.
         self.conn.close_connection(error_code=ErrorCodes.NO_ERROR)
         self.transport.write(self.conn.data_to_send())
         closeTransport(self.transport)
