@@ -528,7 +528,7 @@ def stopOrphan(pid: int, seconds: float = 10) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
-            if b"upgradable._worker" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if b"upgradable.app._worker" not in Path(f"/proc/{pid}/cmdline").read_bytes():
                 return  # gone (its number reused by now)
         except OSError:
             return

@@ -29,8 +29,9 @@ def _nameInterfaces(app: Any, config: Any) -> None:
     """
     from zope.interface.interface import InterfaceClass
 
-    import upgradable.client  # (imports the interfaces its hints name)
-    import upgradable.tap  # noqa: F401
+    # Both import the interfaces their hints name.
+    import upgradable.app.tap
+    import upgradable.client  # noqa: F401
 
     for module in list(sys.modules.values()):
         for value in list(vars(module).values()):

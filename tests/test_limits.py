@@ -243,7 +243,7 @@ def test_aDeclinedUpgradeWithABodyIsServedWithItsBody() -> None:
 
 def test_maxUpgradeBodyZeroAllowsNoBodyAtAll() -> None:
     """``--max-upgrade-body 0``: no body; an empty one is fine."""
-    from upgradable.tap import Options, makeService
+    from upgradable.app.tap import Options, makeService
 
     options = Options()
     options.parseOptions(["--listen", "tcp:0", "--max-upgrade-body", "0"])
@@ -266,7 +266,7 @@ def test_bodyLimitDoesNotApplyToPlainRequests() -> None:
 
 
 def test_twistdDefaultsAndZeroMeansNoLimit() -> None:
-    from upgradable.tap import Options, makeService
+    from upgradable.app.tap import Options, makeService
 
     options = Options()
     options.parseOptions(["--listen", "tcp:0"])
@@ -343,7 +343,7 @@ def test_idleTimeoutOptionPerPlugin() -> None:
     import pytest
     from twisted.python import usage
 
-    from upgradable.tap import Options, buildRegistry
+    from upgradable.app.tap import Options, buildRegistry
 
     options = Options()
     options.parseOptions(["--idle-timeout", "http2-echo=300", "--protocol", "http2-echo"])
@@ -372,7 +372,7 @@ def test_headerLimitOptions() -> None:
     import pytest
     from twisted.python import usage
 
-    from upgradable.tap import Options, makeService
+    from upgradable.app.tap import Options, makeService
 
     options = Options()
     options.parseOptions(["--listen", "tcp:0", "--max-header-size", "8192", "--max-headers", "50"])

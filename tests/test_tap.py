@@ -13,11 +13,11 @@ from twisted.python import usage
 from zope.interface.verify import verifyObject
 
 from upgradable import UpgradableSite
-from upgradable._auth import BasicAuthHandler
-from upgradable._page import WelcomePage
+from upgradable.app._auth import BasicAuthHandler
+from upgradable.app._page import WelcomePage
+from upgradable.app.tap import Options, installedPlugins, makeService
 from upgradable.interfaces import IUpgradeProtocolPlugin
 from upgradable.plugin import UpgradeProtocolPlugin
-from upgradable.tap import Options, installedPlugins, makeService
 
 
 def parse(*args: str) -> Options:
@@ -127,7 +127,7 @@ def test_pluginDeclarationsAreValidated() -> None:
 
 
 def test_aPluginThatBuildsTheWrongThingFailsAtStartUp() -> None:
-    from upgradable.tap import buildRegistry
+    from upgradable.app.tap import buildRegistry
 
     options = parse("--protocol", "irc")
     options["plugins"] = [UpgradeProtocolPlugin("bad", [b"BAD/1"], "d", "builtins:str")]
@@ -154,8 +154,8 @@ def test_welcomePageWorksOnAUnixSocketAndNamesTheHostsPort() -> None:
 
 
 def test_relayOptionParsesAndTakesTheTokenOver() -> None:
+    from upgradable.app.tap import buildRegistry
     from upgradable.protocols.relay import RelayHandler
-    from upgradable.tap import buildRegistry
 
     options = parse("--relay", "irc/6.9=tcp:127.0.0.1:6667", "--protocol", "irc")
     assert options["relays"] == [(b"irc/6.9", "tcp:127.0.0.1:6667")]
@@ -180,8 +180,8 @@ def test_aTokenIsRelayedOnlyOnce() -> None:
 
 
 def test_tunnelOptions() -> None:
-    from upgradable.tunnel import Options as TunnelOptions
-    from upgradable.tunnel import makeService as makeTunnel
+    from upgradable.app.tunnel import Options as TunnelOptions
+    from upgradable.app.tunnel import makeService as makeTunnel
 
     with pytest.raises(usage.UsageError, match="--url"):
         TunnelOptions().parseOptions(["--protocol", "IRC/6.9"])
@@ -278,7 +278,7 @@ def test_versionPrintsUpgradablesVersionBesideTwistedsAndExits0(command: str, ca
 )
 def test_anIPv6InterfaceWorksAsPeopleTypeIt(typed: str, used: str) -> None:
     """Twisted wants an IPv6 interface's colons escaped; --listen escapes them."""
-    from upgradable.tunnel import Options as TunnelOptions
+    from upgradable.app.tunnel import Options as TunnelOptions
 
     assert parse("--listen", typed)["listen"] == [used]
     tunnel = TunnelOptions()
@@ -298,7 +298,7 @@ def test_anIPv6InterfaceWorksAsPeopleTypeIt(typed: str, used: str) -> None:
     ],
 )
 def test_aBadListenIsAUsageErrorNamingTheValue(value: str, reason: str) -> None:
-    from upgradable.tunnel import Options as TunnelOptions
+    from upgradable.app.tunnel import Options as TunnelOptions
 
     with pytest.raises(usage.UsageError, match=r"^--listen " + re.escape(value) + ": ") as raised:
         parse("--listen", value)
@@ -366,7 +366,7 @@ def test_stoppingSaysThatASecondSignalClosesTheConnectionsNow(
 ) -> None:
     from twisted.logger import formatEvent
 
-    from upgradable import _tap
+    from upgradable.app import _tap
 
     from .helpers import IRC_REQ, standardServer
 
@@ -388,7 +388,9 @@ def test_stoppingSaysThatASecondSignalClosesTheConnectionsNow(
     service.stopService()
 
     def said() -> list[str]:
-        return [formatEvent(e) for e in logged.events if e["log_namespace"] == "upgradable._tap"]
+        return [
+            formatEvent(e) for e in logged.events if e["log_namespace"] == "upgradable.app._tap"
+        ]
 
     assert said() == ([hint] if hint else [])
     [secondSignal] = taken
@@ -420,7 +422,7 @@ class _Listening:
 def test_aPortThatCannotListenStopsStartUpWithOneLineNamingTheListenValue(logged) -> None:
     from twisted.internet.error import CannotListenError
 
-    from upgradable._tap import LoggingEndpointService
+    from upgradable.app._tap import LoggingEndpointService
 
     error = CannotListenError("127.0.0.1", 8080, OSError(98, "Address already in use"))
     service = LoggingEndpointService(_Listening(error), None)
@@ -438,7 +440,7 @@ def test_aPortThatFailsToListenLaterStopsTheReactorWithAnError(logged) -> None:
     from twisted.internet.error import CannotListenError
     from twisted.logger import LogLevel, formatEvent
 
-    from upgradable._tap import LoggingEndpointService
+    from upgradable.app._tap import LoggingEndpointService
 
     from .helpers import memoryReactor
 

@@ -23,9 +23,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from upgradable import UpgradableSite, UpgradeRegistry
-from upgradable._page import WelcomePage
+from upgradable.app._page import WelcomePage
+from upgradable.app.tap import installedPlugins
 from upgradable.protocols.websocket import WebSocketHandler, WebSocketProtocol
-from upgradable.tap import installedPlugins
 
 from .conftest import requirePeer
 from .test_integration import (

@@ -196,8 +196,8 @@ def test_aWorkersEventsReachTheMastersObserversAsText() -> None:
 
     from twisted.logger import Logger, LogLevel, formatEvent, globalLogPublisher
 
-    from upgradable._worker import relayTo
-    from upgradable._workers import WorkerPool, _Worker
+    from upgradable.app._worker import relayTo
+    from upgradable.app._workers import WorkerPool, _Worker
 
     out = io.StringIO()
     log = Logger(observer=relayTo(out), namespace="some.module")

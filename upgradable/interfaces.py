@@ -84,7 +84,7 @@ class IUpgradeProtocolPlugin(Interface):
         Build what serves this protocol's tokens, once per server.
 
         :param options: the server's parsed options
-            (:class:`upgradable.tap.Options`, a dict: ``credCheckers`` holds
+            (:class:`upgradable.app.tap.Options`, a dict: ``credCheckers`` holds
             the ``--auth`` checkers).
         :return: an :class:`IUpgradeHandler` or an
             :class:`~twisted.internet.interfaces.IProtocolFactory`.

@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from .._decisions import Accept, Decision, Decline, Reject, UpgradeRequest
-from .._relay import Relay
+from ..app._bridge import Relay
 from ..interfaces import IUpgradeHandler
 
 __all__ = ["RelayHandler"]

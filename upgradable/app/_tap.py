@@ -19,8 +19,8 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._drain import plural
-from ._site import UpgradableSite
+from .._drain import plural
+from .._site import UpgradableSite
 
 __all__ = [
     "CannotListen",
@@ -55,7 +55,7 @@ def printVersion() -> None:
     """``--version`` of the twistd commands: upgradable's version, and Twisted's; then exit 0."""
     from twisted import copyright
 
-    from ._version import __version__
+    from .._version import __version__
 
     sys.stdout.write(f"upgradable {__version__}\nTwisted {copyright.version}\n")
     sys.stdout.flush()

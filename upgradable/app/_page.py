@@ -8,7 +8,7 @@ from html import escape
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from .interfaces import IUpgradeProtocolPlugin
+from ..interfaces import IUpgradeProtocolPlugin
 
 __all__ = ["WelcomePage"]
 

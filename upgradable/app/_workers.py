@@ -3,7 +3,7 @@
 #
 # - Start: the sockets are bound in privilegedStartService (before twistd
 #   drops privileges), then the workers are spawned, each running
-#   `python -m upgradable._worker` with the same command line and the
+#   `python -m upgradable.app._worker` with the same command line and the
 #   sockets as inherited descriptors 3, 4, ...
 # - Logs: a worker writes each log event, formatted, as a JSON line on its
 #   stdout; the master publishes them as its own, with system "worker N", so
@@ -33,7 +33,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import InvalidLogLevelError, Logger, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 
-from ._drain import plural
+from .._drain import plural
 from ._sockets import SharedSocket, bindShared
 from ._tap import CannotListen, onSecondSignal
 
@@ -72,7 +72,7 @@ class _Worker(ProcessProtocol):
             self._stderr(line)
 
     def _event(self, line: bytes) -> None:
-        # [time, level, namespace, text]: see upgradable._worker.relayTo.
+        # [time, level, namespace, text]: see upgradable.app._worker.relayTo.
         try:
             when, level, namespace, text = json.loads(line)
             logLevel = LogLevel.levelWithName(level)
@@ -176,7 +176,7 @@ class WorkerPool(Service):
         self.reactor.spawnProcess(
             worker,
             executable,
-            [executable, "-m", "upgradable._worker", json.dumps(spec)],
+            [executable, "-m", "upgradable.app._worker", json.dumps(spec)],
             env=dict(os.environ),
             childFDs=childFDs,
         )

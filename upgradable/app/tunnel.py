@@ -18,10 +18,10 @@ from twisted.internet.protocol import Factory, ServerFactory
 from twisted.logger import Logger
 from twisted.python import usage
 
-from ._relay import Relay, RelaySide
+from .._tokens import parseProduct
+from ..client import UpgradeResult, upgrade
+from ._bridge import Relay, RelaySide
 from ._tap import LoggingEndpointService, checkListen, noForegroundPidfile, printVersion
-from ._tokens import parseProduct
-from .client import UpgradeResult, upgrade
 
 __all__ = ["Options", "makeService"]
 
@@ -118,7 +118,7 @@ class _LocalSide(RelaySide):
 class TunnelFactory(ServerFactory):
     """Builds a relay for each local connection."""
 
-    noisy = False  # no "Starting factory <upgradable.tunnel.TunnelFactory object at ...>"
+    noisy = False  # no "Starting factory <upgradable.app.tunnel.TunnelFactory object at ...>"
 
     def logPrefix(self) -> str:
         # Twisted logs "<this> starting on <port>".

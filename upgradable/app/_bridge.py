@@ -1,4 +1,5 @@
-# Joining two connections into one byte pipe, for relays and the tunnel.
+# Joining two connections into one byte pipe, for relays (upgradable.protocols.relay)
+# and the tunnel.
 #
 # Rules kept here:
 # - Nothing is relayed until both sides are connected; a side that connects
@@ -19,7 +20,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._transport import closeTransport
+from .._transport import closeTransport
 
 __all__ = ["Relay", "RelaySide"]
 

@@ -20,10 +20,12 @@ from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.python.filepath import FilePath
 
+from .._registry import FactoryHandler, UpgradeRegistry
+from .._site import UpgradableSite
+from .._tokens import parseProduct
+from ..interfaces import IUpgradeHandler, IUpgradeProtocolPlugin
 from ._auth import BasicAuthHandler
 from ._health import WithHealthCheck
-from ._registry import FactoryHandler, UpgradeRegistry
-from ._site import UpgradableSite
 from ._tap import (
     DrainingService,
     LoggingEndpointService,
@@ -31,8 +33,6 @@ from ._tap import (
     noForegroundPidfile,
     printVersion,
 )
-from ._tokens import parseProduct
-from .interfaces import IUpgradeHandler, IUpgradeProtocolPlugin
 
 __all__ = ["Options", "installedPlugins", "makeService"]
 
@@ -275,7 +275,7 @@ def buildRegistry(options: Options) -> UpgradeRegistry:
     from twisted.internet import reactor
     from twisted.internet.endpoints import clientFromString
 
-    from .protocols.relay import RelayHandler
+    from ..protocols.relay import RelayHandler
 
     registry = UpgradeRegistry()
     checkers: Sequence[Any] = options.get("credCheckers", [])

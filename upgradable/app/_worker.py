@@ -1,5 +1,5 @@
 # One worker process of `twistd upgradable --workers N`, started by the
-# master (upgradable._workers) as `python -m upgradable._worker SPEC`, where
+# master (upgradable.app._workers) as `python -m upgradable.app._worker SPEC`, where
 # SPEC is JSON: the command line, the inherited sockets, the worker's number.
 #
 # It serves exactly as a single `twistd upgradable` process would, on the
