@@ -177,3 +177,21 @@ def test_publicNamesAreThePrivateObjects() -> None:
     assert sorted(upgradable.__all__) == sorted(
         name for name in dir(upgradable) if not name.startswith("_") and name[0].isupper()
     )
+
+
+def test_theLibraryAndThePluginFilesImportNothingOfTheApplication() -> None:
+    """
+    The library, the plugin class and the plugin files (which every plugin
+    scan imports) load without the twistd applications in upgradable.app.
+    """
+    code = (
+        "import sys\n"
+        "import upgradable, upgradable.client, upgradable.interfaces, upgradable.plugin\n"
+        "import twisted.plugins.upgradable_samples, twisted.plugins.upgradable_server\n"
+        "import twisted.plugins.upgradable_tunnel\n"
+        "print(sorted(m for m in sys.modules if m.startswith('upgradable.app')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert done.stdout == "[]\n", done.stderr
