@@ -8,7 +8,7 @@ import pytest
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 
 from upgradable import Accept, UpgradeRegistry
-from upgradable.app._auth import BasicAuthHandler, parseBasic
+from upgradable._auth import BasicAuthHandler, parseBasic
 
 from .helpers import RecordingProtocol, ScriptedHandler, Server, parseResponses
 

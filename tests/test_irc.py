@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from twisted.words import service
 
 from upgradable import UpgradeRegistry
-from upgradable.app._auth import BasicAuthHandler
+from upgradable._auth import BasicAuthHandler
 from upgradable.protocols.irc import _COMMANDS as COMMANDS
 from upgradable.protocols.irc import IRCHandler
 

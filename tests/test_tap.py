@@ -13,7 +13,7 @@ from twisted.python import usage
 from zope.interface.verify import verifyObject
 
 from upgradable import UpgradableSite
-from upgradable.app._auth import BasicAuthHandler
+from upgradable._auth import BasicAuthHandler
 from upgradable.app._page import WelcomePage
 from upgradable.app.tap import Options, installedPlugins, makeService
 from upgradable.interfaces import IUpgradeProtocolPlugin

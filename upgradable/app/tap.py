@@ -20,11 +20,11 @@ from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.python.filepath import FilePath
 
+from .._auth import BasicAuthHandler
 from .._registry import FactoryHandler, UpgradeRegistry
 from .._site import UpgradableSite
 from .._tokens import parseProduct
 from ..interfaces import IUpgradeHandler, IUpgradeProtocolPlugin
-from ._auth import BasicAuthHandler
 from ._health import WithHealthCheck
 from ._tap import (
     DrainingService,

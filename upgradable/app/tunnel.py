@@ -20,7 +20,7 @@ from twisted.python import usage
 
 from .._tokens import parseProduct
 from ..client import UpgradeResult, upgrade
-from ._bridge import Relay, RelaySide
+from ..protocols._bridge import Relay, RelaySide
 from ._tap import LoggingEndpointService, checkListen, noForegroundPidfile, printVersion
 
 __all__ = ["Options", "makeService"]

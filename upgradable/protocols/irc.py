@@ -88,9 +88,9 @@ from twisted.words import ewords, iwords, service
 from twisted.words.protocols import irc
 from zope.interface import Interface, implementer
 
+from .._auth import EitherEncoding
 from .._decisions import Accept, Decision, Decline, UpgradeRequest
 from .._transport import closeTransport
-from ..app._auth import EitherEncoding
 from ..interfaces import IGoingAway, IUpgradeHandler
 
 __all__ = ["IRCHandler", "makeHandler"]

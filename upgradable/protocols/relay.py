@@ -23,8 +23,8 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from .._decisions import Accept, Decision, Decline, Reject, UpgradeRequest
-from ..app._bridge import Relay
 from ..interfaces import IUpgradeHandler
+from ._bridge import Relay
 
 __all__ = ["RelayHandler"]
 

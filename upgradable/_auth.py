@@ -19,8 +19,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from .._decisions import Decision, Reject, UpgradeRequest
-from ..interfaces import IUpgradeHandler
+from ._decisions import Decision, Reject, UpgradeRequest
+from .interfaces import IUpgradeHandler
 
 __all__ = ["BasicAuthHandler", "EitherEncoding", "parseBasic"]
 
