@@ -15,7 +15,8 @@ from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 
 from upgradable import Accept, UpgradeRegistry, UpgradeRequest
-from upgradable._channel import UpgradeLimits, _IdleWatch
+from upgradable._channel import UpgradeLimits
+from upgradable._idle import IdleWatch
 
 from .helpers import (
     IRC_REQ,
@@ -327,7 +328,7 @@ def test_theIdleTimeoutAsksAGoingAwayProtocolToSayGoodbyeThenAborts() -> None:
     assert polite.asked == 1
     assert server.output() == b"goodbye"
     assert not server.closed  # its goodbye is its own business...
-    server.clock.advance(_IdleWatch.grace)
+    server.clock.advance(IdleWatch.grace)
     assert server.transport.disconnected  # aborted, for so long
     assert polite.asked == 1
 
@@ -431,18 +432,27 @@ def test_idleWatchToleratesBytesAfterItsClose() -> None:
     assert server.transport.disconnecting
 
 
-def test_idleWatchSeesReadsTheWayTCPDeliversThem() -> None:
-    """TCP calls transport.protocol.dataReceived: the watch must be there."""
+def test_idleWatchSeesReadsTheWayTheTransportDeliversThem() -> None:
+    """
+    After the switch the transport's reads reach the idle watch, which
+    passes them on: the clock restarts with each, and the protocol gets
+    every byte, once.
+    """
     from twisted.internet.testing import StringTransport
+
+    from upgradable._idle import IdleWatch
 
     server, irc = ircServer(idleTimeout=30)
     server.send(IRC_REQ)
     protocol = irc.last
+    assert isinstance(server.protocol.dataReceived.__self__, IdleWatch)
     for _ in range(5):
         server.clock.advance(20)
-        protocol.dataReceived(b"ping\r\n")  # what the transport calls after the switch
+        server.send(b"PING x\r\n")
     assert not server.closed
     assert isinstance(server.transport, StringTransport)
+    assert protocol.received == [b"PING x\r\n"] * 5
+    assert protocol.transport is server.transport  # the protocol writes to it directly
 
 
 def test_anAcceptThatFindsTheLimitReachedIsNotUsedForALaterRequest() -> None:

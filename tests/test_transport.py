@@ -22,7 +22,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.tcp import Server
 from twisted.internet.testing import StringTransport
 
-from upgradable._transport import LocalAddresses, throughProxyProtocol, writeNow
+from upgradable._handover import throughProxyProtocol, writeNow
+from upgradable._transport import LocalAddresses
 
 
 class Scripted(Protocol):

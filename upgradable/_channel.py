@@ -33,17 +33,11 @@ from io import BytesIO
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
-from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, IProtocol, ISSLTransport
+from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, ISSLTransport
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import (
-    RESPONSES,
-    HTTPChannel,
-    Request,
-    _GenericHTTPChannelProtocol,
-    _parseRequestLine,
-)
+from twisted.web.http import RESPONSES, HTTPChannel, Request
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
@@ -56,11 +50,13 @@ from ._decisions import (
     _PackedHeaders,
     parseFields,
 )
-from ._drain import Connections, goAway, putBack
+from ._drain import Connections
+from ._handover import fieldsOf, parseRequestLine, takeOver, throughProxyProtocol, writeNow
+from ._idle import IdleWatch
 from ._registry import Offers, UpgradeRegistry
 from ._status import reasonPhrase
 from ._tokens import CLEARTEXT_ONLY, Product, connectionOptions, parseProduct
-from ._transport import LocalAddresses, throughProxyProtocol, writeNow
+from ._transport import LocalAddresses
 from .interfaces import IUpgradeHandler
 
 __all__ = ["HALF_CLOSED_WAIT", "SwitchedRequest", "UpgradableHTTPChannel", "UpgradeLimits"]
@@ -128,61 +124,6 @@ class UpgradeLimits:
     def upgraded(self) -> int:
         """How many connections are upgraded now."""
         return len(self.connections.upgraded)
-
-
-class _IdleWatch:
-    """
-    Closes an upgraded connection after ``seconds`` without a byte from the
-    peer: politely, as a graceful stop does (see :func:`goAway`), then
-    aborted if it is still open ``grace`` seconds later. Opt-in per
-    product, because it has to see every read: it rebinds the protocol's
-    ``dataReceived`` and ``connectionLost`` on the instance,
-    once the protocol is connected (a protocol that swaps its own
-    ``dataReceived`` later is not seen), and puts them back when the
-    connection is lost.
-    """
-
-    # After the polite close, how long a peer may take to let go (over TLS
-    # the close waits for the peer's close_notify).
-    grace = 5.0
-
-    def __init__(self, protocol: IProtocol, transport: Any, seconds: float, callLater: Any) -> None:
-        self.protocol = protocol
-        self.transport = transport
-        self.seconds = seconds
-        self.callLater = callLater
-        self.abort: Any = None
-        self.received, self.lost = protocol.dataReceived, protocol.connectionLost
-        protocol.dataReceived = self.dataReceived  # type: ignore[method-assign]
-        protocol.connectionLost = self.connectionLost  # type: ignore[method-assign]
-        self.timer: Any = callLater(seconds, self.expired)
-
-    def dataReceived(self, data: bytes) -> None:
-        timer = self.timer
-        if timer is not None and timer.active():
-            timer.reset(self.seconds)
-        self.received(data)
-
-    def connectionLost(self, reason: Failure = connectionDone, *args: Any, **kwargs: Any) -> None:
-        for call in (self.timer, self.abort):
-            if call is not None and call.active():
-                call.cancel()
-        # Nothing of the watch is left on the protocol, and no timer refers
-        # to the watch: no reference cycle outlives the connection.
-        self.timer = self.abort = None
-        putBack(self.protocol, "dataReceived", self.dataReceived, self.received)
-        putBack(self.protocol, "connectionLost", self.connectionLost, self.lost)
-        self.lost(reason, *args, **kwargs)
-
-    def expired(self) -> None:
-        _log.info("Closing {peer}: idle for {seconds} s after the upgrade",
-                  peer=self.transport.getPeer(), seconds=self.seconds)  # fmt: skip
-        # The protocol's own goodbye, as when the server stops (a WebSocket
-        # close 1001, an IRC ERROR, an HTTP/2 GOAWAY): a browser sees a
-        # clean close, not 1006.
-        transport = self.transport
-        self.abort = self.callLater(self.grace, transport.abortConnection)
-        goAway(self.protocol, transport)
 
 
 class _UpgradeBody(BytesIO):
@@ -329,7 +270,7 @@ class UpgradableHTTPChannel(HTTPChannel):
         request = self.requests[-1]
         # Read by canonical name, as Headers stores them: this runs for every
         # request, and getRawHeaders canonicalizes the name each time.
-        fields = request.requestHeaders._rawHeaders
+        fields = fieldsOf(request.requestHeaders)
         if self._version == b"HTTP/1.1":
             # RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request
             # without a Host field or with more than one.
@@ -381,7 +322,7 @@ class UpgradableHTTPChannel(HTTPChannel):
         if self._draining:
             request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
             return False
-        values = request.requestHeaders._rawHeaders.get(b"Connection")
+        values = fieldsOf(request.requestHeaders).get(b"Connection")
         if values is None:
             return True
         if b"close" in connectionOptions(values):
@@ -426,7 +367,7 @@ class UpgradableHTTPChannel(HTTPChannel):
         if self._failed:
             return
         # The common case first: no Upgrade field, nothing to decide.
-        fields = self.requests[-1].requestHeaders._rawHeaders
+        fields = fieldsOf(self.requests[-1].requestHeaders)
         if b"Upgrade" not in fields:
             if self._deadline is not None:
                 self._stopDeadline()
@@ -946,7 +887,7 @@ def decideFirst(
     if b"\x00" in head or head.count(b"\r") != fields or head.count(b"\n") != fields:
         return None
     try:
-        command, target, version = _parseRequestLine(lines[0])
+        command, target, version = parseRequestLine(lines[0])
     except ValueError:
         return None
     raw = parseFields(lines[1:])
@@ -1038,51 +979,9 @@ def switchProtocols(
         except Exception:
             _log.failure("The access log failed for an upgraded request")
 
-    # After the 101 nothing can be answered in HTTP any more: if the new
-    # protocol fails to start or to take its first bytes, the only clean
-    # answer is to log it and close.
-    try:
-        handOver(old, transport, protocol)
-        protocol.makeConnection(transport)
-        if idle is not None:
-            _IdleWatch(protocol, transport, idle, callLater)
-            handOver(old, transport, protocol)  # route reads through the watch
-        if leftover:
-            protocol.dataReceived(leftover)
-    except Exception:
-        _log.failure("{protocol!r} failed as it took the connection over; closing",
-                     protocol=protocol)  # fmt: skip
-        transport.loseConnection()
-
-
-def handOver(old: Any, transport: Any, protocol: IProtocol) -> None:
-    """
-    Route the transport's events to ``protocol`` instead of ``old``.
-
-    ``old``'s own entry points are rebound, which every layer that calls it
-    (Twisted's ALPN wrapper, TLS, the PROXY wrapper, in-memory test
-    transports) finds by attribute lookup. Where the transport calls ``old``
-    or Twisted's ALPN wrapper around it directly (TCP's ``protocol``, TLS's
-    and PROXY's ``wrappedProtocol``) it is also pointed at ``protocol``, so
-    no forwarding call is left in the data path and ``old`` can be freed.
-    """
-    old.dataReceived = protocol.dataReceived
-    if isinstance(old, HTTPChannel):
-        old.rawDataReceived = protocol.dataReceived  # type: ignore[method-assign]
-    old.connectionLost = protocol.connectionLost
-    if getattr(transport, "protocol", None) is old:
-        transport.protocol = protocol  # TCP: the only caller
-        return
-    # TCP calls transport.protocol; a ProtocolWrapper transport (PROXY, TLS
-    # by wrapping factory) calls its wrappedProtocol; TLS started on a TCP
-    # transport calls transport.protocol.wrappedProtocol.
-    for holder in (transport, getattr(transport, "protocol", None)):
-        for attribute in ("protocol", "wrappedProtocol"):
-            current = getattr(holder, attribute, None)
-            if current is old or (
-                isinstance(current, _GenericHTTPChannelProtocol) and current._channel is old
-            ):
-                setattr(holder, attribute, protocol)
+    # A product with an idle timeout gets a watch in its read path.
+    watch = None if idle is None else IdleWatch(protocol, transport, idle, callLater)
+    takeOver(old, transport, protocol, leftover, watch)
 
 
 def _oneValidHost(hosts: Sequence[bytes] | None) -> bool:

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, AnyStr
 
 from twisted.internet.interfaces import IAddress, IProtocol
-from twisted.web.http_headers import Headers, InvalidHeaderName, _nameEncoder
+from twisted.web.http_headers import Headers, InvalidHeaderName
 
+from ._handover import CANONICAL_NAMES, RAW_HEADERS_SLOT, canonicalName
 from ._status import reasonPhrase
 from ._tokens import REMEMBERED, isToken
 
@@ -118,7 +119,7 @@ def parseFields(lines: Iterable[bytes]) -> dict[bytes, list[bytes]] | None:
     a token for a name. The lines must hold no CR, LF or NUL.
     """
     raw: dict[bytes, list[bytes]] = {}
-    canonical = _nameEncoder._canonicalHeaderCache
+    canonical = CANONICAL_NAMES
     for line in lines:
         name, colon, value = line.partition(b":")
         if not colon:
@@ -126,7 +127,7 @@ def parseFields(lines: Iterable[bytes]) -> dict[bytes, list[bytes]] | None:
         known = canonical.get(name)  # only names that passed encode() are there
         if known is None:
             try:
-                known = _nameEncoder.encode(name)  # rejects what is not a token
+                known = canonicalName(name)  # rejects what is not a token
             except InvalidHeaderName:
                 return None
         value = value.strip(b" \t")
@@ -206,7 +207,7 @@ class _PackedHeaders(Headers):
         return f"Headers({self._rawHeaders!r})"
 
 
-_RAW_SLOT: Any = Headers.__dict__["_rawHeaders"]
+_RAW_SLOT: Any = RAW_HEADERS_SLOT
 
 # Interned, so that a kept request shares them rather than holding its own.
 _COMMON = {value: value for value in (b"GET", b"POST", b"PUT", b"OPTIONS", b"HTTP/1.1")}

@@ -22,6 +22,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ._handover import GenericHTTPChannelProtocol, H2Connection, channelOf
 from ._transport import closeTransport
 from .interfaces import IGoingAway
 
@@ -110,7 +111,7 @@ class Connections:
                 grace="none" if grace is None else f"{grace:g} s",
             )
             for channel, wrapper in list(self.http.items()):
-                if getattr(wrapper, "_channel", channel) is channel:
+                if _servedBy(channel, wrapper) is channel:
                     channel.stopPersisting()
                 # else: HTTP/2 (TLS ALPN) took it over; it goes on until the
                 # grace period is over, like an upgraded connection.
@@ -136,8 +137,8 @@ class Connections:
             _log.info("Closing the {count} {connections} left",
                       count=len(self), connections=plural(len(self), "connection"))  # fmt: skip
         for channel, wrapper in list(self.http.items()):
-            current = getattr(wrapper, "_channel", channel)
-            if current is not channel and hasattr(current, "conn"):
+            current = _servedBy(channel, wrapper)
+            if current is not channel and isinstance(current, H2Connection):
                 # HTTP/2 over TLS (ALPN): GOAWAY(NO_ERROR) first.
                 current.conn.close_connection()
                 channel.transport.write(current.conn.data_to_send())
@@ -284,6 +285,14 @@ class _CountedOutAround(_CountedOut):
     """A _CountedOut for a protocol whose ``connectionLost`` was replaced already."""
 
     __slots__ = ("lost",)
+
+
+def _servedBy(channel: HTTPConnection, wrapper: Any) -> Any:
+    """
+    What serves an HTTP connection now: its channel, or HTTP/2, when
+    Twisted's wrapper gave the connection to it (ALPN chose h2).
+    """
+    return channelOf(wrapper) if isinstance(wrapper, GenericHTTPChannelProtocol) else channel
 
 
 def goAway(protocol: IProtocol, transport: Any) -> None:

@@ -19,7 +19,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.tcp import Server
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 from zope.interface import implementer
@@ -31,10 +31,10 @@ from ._channel import (
     UpgradeLimits,
     _full,
     decideFirst,
-    handOver,
     switchProtocols,
 )
 from ._decisions import Accept
+from ._handover import GenericHTTPChannelProtocol, channelOf, peerTupleOf, reroute
 from ._registry import UpgradeRegistry
 from ._transport import LocalAddresses
 
@@ -151,12 +151,12 @@ class UpgradableSite(Site):
             return self._buildHTTP(addr)
         return _NewConnection(self, addr)
 
-    def _buildHTTP(self, addr: Any) -> _GenericHTTPChannelProtocol:
+    def _buildHTTP(self, addr: Any) -> GenericHTTPChannelProtocol:
         """The HTTP stack for a connection, as twisted.web builds it."""
-        protocol: _GenericHTTPChannelProtocol = super().buildProtocol(addr)
+        protocol: GenericHTTPChannelProtocol = super().buildProtocol(addr)
         return protocol
 
-    def protocol(self) -> _GenericHTTPChannelProtocol:
+    def protocol(self) -> GenericHTTPChannelProtocol:
         channel = UpgradableHTTPChannel(self.registry, advertise=self.advertise, limits=self.limits)
         return _TrackedHTTPProtocol(channel)
 
@@ -170,7 +170,7 @@ class UpgradableSite(Site):
 
 
 @implementer(IHalfCloseableProtocol)
-class _TrackedHTTPProtocol(_GenericHTTPChannelProtocol):
+class _TrackedHTTPProtocol(GenericHTTPChannelProtocol):
     """
     Twisted's wrapper (which hands a TLS connection to HTTP/2 when ALPN
     picked h2), counted in the site's connections from connectionMade until
@@ -196,7 +196,7 @@ class _TrackedHTTPProtocol(_GenericHTTPChannelProtocol):
         super().makeConnection(transport)
 
     def readConnectionLost(self) -> None:
-        channel: Any = self._channel
+        channel: Any = channelOf(self)
         if channel is self._tracked:
             channel.readConnectionLost()
         else:
@@ -231,7 +231,7 @@ class _NewConnection(Protocol):
         self.site = self.factory = site
         self.addr = addr
         self._abort: Any = None
-        self._http: _GenericHTTPChannelProtocol | None = None
+        self._http: GenericHTTPChannelProtocol | None = None
 
     def logPrefix(self) -> str:
         return "UpgradableHTTPChannel"
@@ -262,7 +262,7 @@ class _NewConnection(Protocol):
             peer = None
             if type(transport) is Server:
                 addr = self.addr
-                if type(addr) is IPv4Address and (addr.host, addr.port) == transport.client:
+                if type(addr) is IPv4Address and (addr.host, addr.port) == peerTupleOf(transport):
                     peer = addr
             decided = decideFirst(data, site.registry, site.limits, transport, site,
                                   peer, site._localAddresses)  # fmt: skip
@@ -282,14 +282,14 @@ class _NewConnection(Protocol):
                 predecided = result
         self._becomeHTTP(predecided).dataReceived(data)
 
-    def _becomeHTTP(self, predecided: object) -> _GenericHTTPChannelProtocol:
+    def _becomeHTTP(self, predecided: object) -> GenericHTTPChannelProtocol:
         http = self.site._buildHTTP(self.addr)
         # The fast path was tried here already (or not at all: h2, draining).
-        http._channel._fastPathTried(predecided)  # type: ignore[attr-defined]
+        channelOf(http)._fastPathTried(predecided)
         self._http = http
         # The HTTP stack counts the connection from here on.
         self.site.connections.http.pop(self, None)
-        handOver(self, self.transport, http)
+        reroute(self.transport, self, http)
         http.makeConnection(self.transport)
         return http
 

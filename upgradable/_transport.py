@@ -2,12 +2,10 @@
 # - every protocol here that registers as its transport's producer must
 #   unregister before it closes: a registered producer keeps TLS's
 #   loseConnection from ever closing (twisted/protocols/tls.py);
-# - the 101 goes out in the same reactor turn as the request that asked
-#   for it, when nothing else is queued on a plain TCP connection;
 # - a plain TCP connection's local address is its listening port's, when
-#   that port is bound to one address (on Linux): no getsockname per upgrade;
-# - a connection that came through the PROXY protocol says so (it came from
-#   a proxy, which may enforce rules of its own).
+#   that port is bound to one address (on Linux): no getsockname per upgrade.
+# (Writing at once and recognising the PROXY protocol need Twisted's
+# private names, and live in _handover.)
 from __future__ import annotations
 
 import socket
@@ -19,30 +17,9 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IAddress
 from twisted.internet.tcp import Server
 
-# Private in Twisted (checked on 26.10): the transport that a
-# haproxy: endpoint gives its protocols; tests/test_transport.py fails
-# if haproxy: endpoints stop giving it.
-from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
+from ._handover import listeningSocketOf
 
-__all__ = ["LocalAddresses", "closeTransport", "throughProxyProtocol", "writeNow"]
-
-# How many wrapping transports are looked through (TLS over PROXY, PROXY
-# over TLS, a test's wrapper): more than any real stack has.
-_WRAPPERS = 4
-
-
-def throughProxyProtocol(transport: Any) -> bool:
-    """
-    Whether ``transport`` (or a transport it wraps) is a PROXY protocol
-    connection, as ``haproxy:`` endpoints make: its peer is a proxy.
-    """
-    for _ in range(_WRAPPERS):
-        if type(transport) is Server or transport is None:
-            return False
-        if isinstance(transport, HAProxyProtocolWrapper):
-            return True
-        transport = getattr(transport, "transport", None)
-    return False
+__all__ = ["LocalAddresses", "closeTransport"]
 
 
 def closeTransport(transport: Any) -> None:
@@ -52,35 +29,6 @@ def closeTransport(transport: Any) -> None:
     except RuntimeError:
         pass  # none was registered (an in-memory transport says so loudly)
     transport.loseConnection()
-
-
-def writeNow(transport: Any, data: bytes) -> None:
-    """
-    ``transport.write(data)``, but on a plain TCP server connection with
-    nothing queued, sent at once.
-
-    A Twisted transport queues every write and sends it when the reactor
-    next finds the socket writable, which costs two ``epoll_ctl`` calls and
-    a turn of the reactor. Sending at once keeps the order (nothing is
-    queued before it); whatever the socket does not take (or an error, which
-    the transport finds again on its next write or read) is queued as usual.
-    Anything else (TLS, PROXY and other wrappers, in-memory transports) gets
-    an ordinary ``write``.
-    """
-    if (
-        type(transport) is Server
-        and not transport.TLS
-        and transport.connected
-        and not transport.disconnecting
-        and not transport._tempDataBuffer
-        and transport.offset == len(transport.dataBuffer)
-    ):
-        sent = transport.writeSomeData(data)
-        if isinstance(sent, int):
-            if sent == len(data):
-                return
-            data = data[sent:]
-    transport.write(data)
 
 
 class LocalAddresses:
@@ -109,7 +57,7 @@ class LocalAddresses:
     def of(self, transport: Any) -> IAddress:
         """``transport.getHost()``, without a system call where the port tells."""
         if type(transport) is Server:
-            listening = getattr(transport.server, "socket", None)
+            listening = listeningSocketOf(transport)
             if listening is not None:
                 known = self._sockets
                 if listening in known:

@@ -33,6 +33,7 @@ from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from ._decisions import _checkHeaders
+from ._handover import reroute
 from ._tokens import connectionOptions, isToken, parseProduct, parseUpgrade, splitList
 
 __all__ = [
@@ -143,12 +144,7 @@ class _UpgradeClient(Protocol):
             self._fail(101, Headers(), "the protocol factory refused the connection")
             return
         self.protocol = protocol
-        self.dataReceived = protocol.dataReceived  # type: ignore[method-assign]
-        self.connectionLost = protocol.connectionLost  # type: ignore[method-assign,assignment]
-        for holder in (transport, getattr(transport, "protocol", None)):
-            for attribute in ("protocol", "wrappedProtocol"):
-                if getattr(holder, attribute, None) is self:
-                    setattr(holder, attribute, protocol)
+        reroute(transport, self, protocol)
         done, self.done = self.done, None  # type: ignore[assignment]
         protocol.makeConnection(transport)
         if done is not None and not done.called:

@@ -19,12 +19,14 @@ import stat
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet import tcp, unix
+from twisted.internet import tcp
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
+
+from .._handover import adoptUNIXPort, keepSharedSocketOpen
 
 __all__ = ["SharedSocket", "adoptingReactor", "bindShared"]
 
@@ -57,7 +59,7 @@ class _Binding:
         # was accepted, and from now on nothing will be.
         port.stopReading()
         # Closing our copy must not shut the socket down for the workers.
-        port._shouldShutdown = False
+        keepSharedSocketOpen(port)
         self.bound.append((port, family))
         return port  # type: ignore[no-any-return]
 
@@ -157,10 +159,10 @@ def _adoptUNIX(reactor: Any, fileno: int, factory: Any) -> IListeningPort:
     and delete the path that the master and the other workers still serve.
     """
     # The socket's own name, rather than the port's (a private attribute,
-    # renamed in Twisted 26.4): the file whose mode the master set.
+    # renamed in Twisted 26.10): the file whose mode the master set.
     with socket.fromfd(fileno, socket.AF_UNIX, socket.SOCK_STREAM) as listening:
         path = listening.getsockname()
-    port = unix.Port._fromListeningDescriptor(reactor, fileno, factory)
+    port = adoptUNIXPort(reactor, fileno, factory)
     try:
         port.mode = stat.S_IMODE(os.stat(path).st_mode)
     except (OSError, ValueError, TypeError):
@@ -169,7 +171,7 @@ def _adoptUNIX(reactor: Any, fileno: int, factory: Any) -> IListeningPort:
     port.startListening()
     # Nor shut it down for everyone when this worker stops (Twisted does
     # this for adopted TCP ports, not for UNIX ones).
-    port._shouldShutdown = False
+    keepSharedSocketOpen(port)
     return port  # type: ignore[no-any-return]
 
 

@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .._drain import plural
+from .._handover import listeningDeferred
 from .._site import UpgradableSite
 
 __all__ = [
@@ -196,8 +197,7 @@ class LoggingEndpointService(StreamServerEndpointService):
         if self._failure is not None:
             # Listening failed at once, as tcp:, ssl: and unix: do.
             raise CannotListen(self._message(self._failure))
-        assert self._waitingForPort is not None
-        self._waitingForPort.addCallback(self._listening)
+        listeningDeferred(self).addCallback(self._listening)
 
     def _message(self, failure: Failure) -> str:
         return f"--listen {self.endpointDescription}: {failure.getErrorMessage()}"

@@ -113,6 +113,7 @@ def main(argv: list[str]) -> None:
 
     from twisted.internet import reactor
 
+    from .._handover import raiseWhenListeningFails
     from .tap import Options, makeService
 
     options = Options()
@@ -121,7 +122,7 @@ def main(argv: list[str]) -> None:
     for child in service:
         # A socket it cannot adopt ends the worker (the master starts
         # another, after a pause) instead of leaving it running deaf.
-        child._raiseSynchronously = True
+        raiseWhenListeningFails(child)
     service.privilegedStartService()
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)

@@ -42,10 +42,10 @@ from h2.events import RequestReceived
 from twisted.internet.interfaces import ITCPTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web._http2 import H2Connection
 from zope.interface import implementer
 
 from .._decisions import Accept, Decision, Decline, UpgradeRequest
+from .._handover import H2Connection, closeAfterH2ProtocolError, startH2Stream
 from .._transport import closeTransport
 from ..interfaces import IGoingAway, IUpgradeHandler
 
@@ -175,24 +175,11 @@ class _H2CConnection(H2Connection):
                     error_code=ErrorCodes.PROTOCOL_ERROR,
                     additional_data=b"expected the HTTP/2 connection preface",
                 )
-                self._closeAfterProtocolError(
-                    Failure(ValueError("no HTTP/2 preface after the h2c upgrade"))
-                )
+                reason = Failure(ValueError("no HTTP/2 preface after the h2c upgrade"))
+                closeAfterH2ProtocolError(self, reason)
                 return
             self._prefaceSeen = seen + len(chunk)
         super().dataReceived(data)
-
-    def _closeAfterProtocolError(self, reason: Failure) -> None:
-        """
-        Write what is queued (the GOAWAY) and close, leaving the timers armed
-        so that a peer that never reads is still timed out: what Twisted's
-        H2Connection does on a protocol error (in ``dataReceived`` before
-        26.10, in ``_terminate`` since; that one is not overridden here, as
-        Twisted calls it for other reasons too).
-        """
-        if self._tryToWriteControlData():
-            self.transport.loseConnection()
-            self.connectionLost(reason, _cancelTimeouts=False)
 
     # IPushProducer, as the transport's producer: Twisted's H2Connection only
     # stops *writing* when the transport's buffer is full, and goes on reading;
@@ -235,13 +222,7 @@ class _H2CConnection(H2Connection):
                 headers.extend((lowered, value) for value in values)
         if request.body or request.method not in (b"GET", b"HEAD"):
             headers.append((b"content-length", b"%d" % len(request.body)))
-        event = RequestReceived(stream_id=1, headers=headers)
-        self._requestReceived(event)
-        stream = self.streams[1]
-        if request.body:
-            # Already read over HTTP/1.1: no HTTP/2 flow control applies.
-            stream._request.handleContentChunk(request.body)
-        stream.requestComplete()
+        startH2Stream(self, RequestReceived(stream_id=1, headers=headers), request.body)
 
 
 def _padded(payload: bytes) -> bytes:

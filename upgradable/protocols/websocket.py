@@ -39,12 +39,12 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http_headers import _nameEncoder
 from zope.interface import implementer
 
 from .._decisions import Decision, Decline, Reject, UpgradeRequest, _trustedAccept, keepable
+from .._handover import canonicalName, fieldsOf, writeNow
 from .._tokens import isToken, splitList
-from .._transport import closeTransport, writeNow
+from .._transport import closeTransport
 from ..interfaces import IGoingAway, IUpgradeHandler
 from ._wsframes import (
     BINARY,
@@ -287,7 +287,7 @@ class _WebSocketConnection(Protocol):
 Factory = Callable[[], WebSocketProtocol]
 
 _VERSION, _KEY, _ORIGIN, _PROTOCOL, _EXTENSIONS = (
-    _nameEncoder.encode(name)
+    canonicalName(name)
     for name in (
         b"Sec-WebSocket-Version",
         b"Sec-WebSocket-Key",
@@ -348,7 +348,7 @@ class WebSocketHandler:
             return Decline()
         # By canonical name, as Headers keeps them (getRawHeaders encodes the
         # name on every call); an empty list counts as absent, as there.
-        fields = request.headers._rawHeaders
+        fields = fieldsOf(request.headers)
         # RFC 6455 §4.2.1: the opening handshake is a GET.
         if request.method != b"GET":
             return Reject(405, [(b"Allow", b"GET")], b"WebSocket handshakes use GET\n")
