@@ -105,9 +105,9 @@ def upgradedTo(protocol: Any) -> Server:
     return server
 
 
-def test_aProtocolThatCannotBeTrackedStillSwitchesAndIsNotWaitedFor() -> None:
+def test_aProtocolWithSlotsIsTrackedAndWaitedFor() -> None:
     @implementer(IProtocol)
-    class Slotted:  # its connectionLost cannot be replaced
+    class Slotted:  # nothing can be set on it
         __slots__ = ("data", "transport")
 
         def makeConnection(self, transport: Any) -> None:
@@ -121,7 +121,10 @@ def test_aProtocolThatCannotBeTrackedStillSwitchesAndIsNotWaitedFor() -> None:
 
     protocol = Slotted()
     server = upgradedTo(protocol)
-    assert fired(server.site.drain(10))
+    drained = server.site.drain(10)
+    assert not fired(drained)
+    server.protocol.connectionLost(DONE)  # what the transport calls
+    assert fired(drained)
 
 
 def test_anUnhashableProtocolIsTrackedAndWaitedFor() -> None:
@@ -318,17 +321,32 @@ def test_upgradedConnectionsAreCountedOutInAnyOrderAndOnlyOnce() -> None:
     connections = Connections()
     protocols = [RecordingProtocol() for _ in range(4)]
     transports = [StringTransport() for _ in protocols]
-    for protocol, transport in zip(protocols, transports, strict=True):
+    # What each transport delivers to (TCP's transport.protocol).
+    receivers = [
         connections.switched(object(), protocol, transport)  # type: ignore[arg-type]
+        for protocol, transport in zip(protocols, transports, strict=True)
+    ]
     assert len(connections.upgraded) == 4
     assert connections.upgraded.items() == list(zip(protocols, transports, strict=True))[::-1]
     for index in (2, 0, 2, 3):  # the middle, the oldest, the middle again, the newest
-        protocols[index].connectionLost(DONE)
+        receivers[index].connectionLost(DONE)
     assert connections.upgraded.items() == [(protocols[1], transports[1])]
     assert len(connections.upgraded) == 1
     assert [len(p.lost) for p in protocols] == [1, 0, 2, 1]
-    protocols[1].connectionLost(DONE)
+    receivers[1].connectionLost(DONE)
     assert (connections.upgraded.items(), len(connections.upgraded)) == ([], 0)
+
+
+def test_theTrackingIsNotInTheDataPathAndChangesNothingOnTheProtocol() -> None:
+    """The transport calls the protocol's own dataReceived; no attribute is set on it."""
+    from upgradable._drain import Connections
+
+    protocol = RecordingProtocol()
+    before = dict(vars(protocol))
+    receiver = Connections().switched(object(), protocol, StringTransport())  # type: ignore[arg-type]
+    assert receiver.dataReceived == protocol.dataReceived
+    assert receiver.dataReceived.__self__ is protocol
+    assert vars(protocol) == before
 
 
 def drainMessages(logged: Any) -> list[str]:

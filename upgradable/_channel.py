@@ -958,8 +958,11 @@ def switchProtocols(
     ``leftover`` bytes; ``log`` is the site's access log, if any.
     """
     protocol = accept.protocol
-    connections.switched(old, protocol, transport)
+    # A product with an idle timeout gets a watch in its read path; the
+    # site's count of upgraded connections sees the connection's end.
     idle = registry.idleTimeout(product.key)
+    watch = None if idle is None else IdleWatch(protocol, transport, idle, callLater)
+    receiver = connections.switched(old, protocol, transport, watch)
 
     head = [
         b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: ",
@@ -979,9 +982,7 @@ def switchProtocols(
         except Exception:
             _log.failure("The access log failed for an upgraded request")
 
-    # A product with an idle timeout gets a watch in its read path.
-    watch = None if idle is None else IdleWatch(protocol, transport, idle, callLater)
-    takeOver(old, transport, protocol, leftover, watch)
+    takeOver(old, transport, protocol, leftover, receiver)
 
 
 def _oneValidHost(hosts: Sequence[bytes] | None) -> bool:

@@ -17,10 +17,11 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IProtocol
+from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol, IProtocol
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ._handover import GenericHTTPChannelProtocol, H2Connection, channelOf
 from ._transport import closeTransport
@@ -37,7 +38,7 @@ class HTTPConnection(Protocol):
         """Serve no request after the current one (close now if none)."""
 
 
-__all__ = ["Connections", "goAway", "ownMethod", "plural", "putBack"]
+__all__ = ["Connections", "goAway", "plural"]
 
 _log = Logger()
 
@@ -77,20 +78,21 @@ class Connections:
         if self.http.pop(channel, None) is not None:
             self._check()
 
-    def switched(self, channel: HTTPConnection, protocol: IProtocol, transport: Any) -> None:
-        """``channel`` gave its connection to ``protocol``: track that until it is lost."""
+    def switched(
+        self, channel: HTTPConnection, protocol: IProtocol, transport: Any, receiver: Any = None
+    ) -> Any:
+        """
+        ``channel`` gives its connection to ``protocol``: track that until it
+        is lost. Return what the transport's events must go to (see
+        :class:`_Tracked`); ``receiver`` is what they would go to otherwise
+        (``protocol``, or a wrapper of its read path).
+        """
         self.http.pop(channel, None)
-        try:
-            self.upgraded.add(protocol, transport)
-        except AttributeError:
-            # A protocol with __slots__: it cannot be counted out, so a
-            # drain does not wait for it either.
-            _log.warn("{protocol!r} cannot be tracked; a graceful stop will not wait for it",
-                      protocol=protocol)  # fmt: skip
-            return
+        tracked = self.upgraded.add(protocol, transport, protocol if receiver is None else receiver)
         if self._closing:
             # Switched during a drain whose grace period is already over.
             goAway(protocol, transport)
+        return tracked
 
     # -- draining -----------------------------------------------------------
 
@@ -169,43 +171,30 @@ class _Upgraded:
     """
     A site's live upgraded connections: each protocol, with its transport.
 
-    Each is held by the _CountedOut that stands in for its protocol's
-    ``connectionLost``, and these form a doubly linked list, so that a
-    connection costs its stand-in alone (72 bytes) and no dict entry (about
-    30 bytes more at 5,000 connections). Adding, removing and counting take
+    Each is held by the :class:`_Tracked` that its transport's events go
+    to, and these form a doubly linked list, so that a connection costs that
+    object alone and no dict entry. Adding, removing and counting take
     constant time, listing them linear time; there is no lookup by protocol.
     """
 
     def __init__(self, connections: Connections) -> None:
         self.connections = connections
-        self._first: _CountedOut | None = None
+        self._first: _Tracked | None = None
         self._count = 0
 
-    def add(self, protocol: IProtocol, transport: Any) -> None:
-        """
-        Track ``protocol`` until its connection is lost.
-
-        :raises AttributeError: its ``connectionLost`` cannot be replaced.
-        """
-        # An instance-level override (another wrapper) is kept; the class's
-        # method is looked up when called, so no bound method is kept. (Not
-        # by vars(protocol): that gives the instance a dict object of its
-        # own, 64 bytes more per connection.)
-        lost = protocol.connectionLost
-        if ownMethod(protocol, "connectionLost", lost):
-            entry = _CountedOut(self.connections, protocol, transport)
-        else:
-            entry = _CountedOutAround(self.connections, protocol, transport)
-            entry.lost = lost
-        protocol.connectionLost = entry  # type: ignore[method-assign]
+    def add(self, protocol: IProtocol, transport: Any, receiver: Any) -> _Tracked:
+        """Track ``protocol`` until its connection is lost; see :class:`_Tracked`."""
+        kind = _TrackedHalfCloseable if IHalfCloseableProtocol.providedBy(receiver) else _Tracked
+        entry = kind(self.connections, protocol, transport, receiver)
         entry.before = None
         entry.after = first = self._first
         if first is not None:
             first.before = entry
         self._first = entry
         self._count += 1
+        return entry
 
-    def remove(self, entry: _CountedOut) -> None:
+    def remove(self, entry: _Tracked) -> None:
         """Stop tracking ``entry``'s protocol (again: nothing happens)."""
         before, after = entry.before, entry.after
         if before is None and self._first is not entry:
@@ -242,49 +231,61 @@ class _Upgraded:
         return f"_Upgraded({self.items()!r})"
 
 
-class _CountedOut:
+class _Tracked:
     """
-    Stands in for an upgraded protocol's ``connectionLost``: takes it out of
-    the site's upgraded connections, then calls the real one. A slotted
-    object rather than a closure: it is kept for every upgraded connection
-    (72 bytes, not 450). Extra arguments pass through: Twisted's
-    H2Connection calls its own connectionLost with _cancelTimeouts=False,
-    then the transport calls it again.
+    What an upgraded connection's transport delivers to, so that the site
+    counts the connection out when it is lost: nothing is replaced on the
+    protocol (a protocol with ``__slots__`` is tracked like any other).
+
+    It is not in the data path: its ``dataReceived`` is the receiver's own
+    bound method, kept as an attribute, so the transport calls the
+    protocol (or the wrapper of its read path) directly. Only
+    ``connectionLost`` is its own; extra arguments pass through (Twisted's
+    H2Connection calls its own with ``_cancelTimeouts=False``).
     """
 
-    __slots__ = ("after", "before", "connections", "protocol", "transport")
-    lost: Any = None
+    __slots__ = ("after", "before", "connections", "dataReceived", "protocol", "receiver",
+                 "transport")  # fmt: skip
     # Neighbours in the site's list of upgraded connections.
-    before: _CountedOut | None
-    after: _CountedOut | None
+    before: _Tracked | None
+    after: _Tracked | None
 
-    def __init__(self, connections: Connections, protocol: IProtocol, transport: Any) -> None:
+    def __init__(
+        self, connections: Connections, protocol: IProtocol, transport: Any, receiver: Any
+    ) -> None:
         self.connections = connections
         self.protocol = protocol
         self.transport = transport
+        self.receiver = receiver
+        self.dataReceived = receiver.dataReceived
 
-    def __call__(self, reason: Failure = connectionDone, *args: Any, **kwargs: Any) -> None:
-        protocol = self.protocol
+    def connectionLost(self, reason: Failure = connectionDone, *args: Any, **kwargs: Any) -> None:
         connections = self.connections
         connections.upgraded.remove(self)
-        # Put the protocol back as it was: the protocol and this object refer
-        # to each other, and a cycle would keep the connection's objects
-        # (transport, socket) until the garbage collector ran.
-        lost = self.lost
-        putBack(protocol, "connectionLost", self, lost)
         try:
-            if lost is not None:
-                lost(reason, *args, **kwargs)
-            else:
-                type(protocol).connectionLost(protocol, reason, *args, **kwargs)
+            self.receiver.connectionLost(reason, *args, **kwargs)
         finally:
             connections._check()
 
+    def logPrefix(self) -> str:
+        logPrefix = getattr(self.protocol, "logPrefix", None)
+        return logPrefix() if logPrefix is not None else type(self.protocol).__name__
 
-class _CountedOutAround(_CountedOut):
-    """A _CountedOut for a protocol whose ``connectionLost`` was replaced already."""
+    def __repr__(self) -> str:
+        return f"<_Tracked {self.protocol!r}>"
 
-    __slots__ = ("lost",)
+
+@implementer(IHalfCloseableProtocol)
+class _TrackedHalfCloseable(_Tracked):
+    """A :class:`_Tracked` for a receiver that is told of half-closes."""
+
+    __slots__ = ()
+
+    def readConnectionLost(self) -> None:
+        self.receiver.readConnectionLost()
+
+    def writeConnectionLost(self) -> None:
+        self.receiver.writeConnectionLost()
 
 
 def _servedBy(channel: HTTPConnection, wrapper: Any) -> Any:
@@ -316,29 +317,3 @@ def goAway(protocol: IProtocol, transport: Any) -> None:
 def plural(count: int, noun: str) -> str:
     """``noun`` as it reads after ``count``: 1 connection, 0 or 2 connections."""
     return noun if count == 1 else noun + "s"
-
-
-# -- a protocol's methods, replaced on the instance and put back ------------
-
-
-def ownMethod(protocol: Any, name: str, value: object) -> bool:
-    """Whether ``value`` is ``protocol``'s own method ``name``, as its class defines it."""
-    return getattr(value, "__self__", None) is protocol and getattr(
-        value, "__func__", None
-    ) is getattr(type(protocol), name, None)
-
-
-def putBack(protocol: Any, name: str, override: object, original: object) -> None:
-    """
-    Undo ``setattr(protocol, name, override)``, unless it was replaced since:
-    back to ``original``, or to the class's method when ``original`` is None
-    or was that method (a protocol's own bound method kept on the protocol
-    would be a reference cycle). Bound methods are compared by equality:
-    each attribute lookup makes a new one.
-    """
-    if getattr(protocol, name, None) != override:
-        return
-    if original is None or ownMethod(protocol, name, original):
-        delattr(protocol, name)
-    else:
-        setattr(protocol, name, original)

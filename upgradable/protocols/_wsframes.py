@@ -24,9 +24,9 @@
 # close code to answer with (§7.4.1: 1002, 1007, 1009). After FAIL or CLOSE
 # the parser ignores everything.
 #
-# This replaces wsproto on the server side: an idle wsproto Connection cost
-# about 1.6 KB and its per-frame generators several microseconds; the state
-# here is one small object with slots, and a whole frame in one read is
+# This replaces wsproto on the server side: an idle wsproto Connection holds
+# much more state, and its per-frame generators cost time on every frame; the
+# state here is one small object with slots, and a whole frame in one read is
 # parsed with a few slices. tests/test_wsframes.py checks it against wsproto
 # on random and broken frame streams.
 from __future__ import annotations
