@@ -303,7 +303,9 @@ def test_theEndOfInputWhileAnUpgradeIsDecidedKeepsTheConnectionForTheAnswer() ->
 
     server, handler = inMemory()
     server.send(REQUEST)
-    wrapper = server.transport.protocol = server.protocol._http  # what TCP calls
+    # What TCP calls: the site's new connection, which decides the request
+    # of its first bytes itself (or the HTTP stack, once it has one).
+    wrapper = server.transport.protocol = server.protocol._http or server.protocol
     assert IHalfCloseableProtocol.providedBy(wrapper)
     wrapper.readConnectionLost()
     assert not server.closed and handler.cancelled == 0

@@ -6,6 +6,8 @@ its bytes over, on the fast path and to HTTP.
 
 from __future__ import annotations
 
+import re
+
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
@@ -152,3 +154,144 @@ def test_bytesArrivingAfterADrainClosedItAreIgnored() -> None:
     assert server.output() == b""
     assert not irc.built
     assert server.site.connections.upgraded.items() == []
+
+
+# -- the fast path carries out every answer on its own parse of the request --
+
+
+def parsedByHTTP(monkeypatch) -> list[bytes]:  # type: ignore[no-untyped-def]
+    """The request lines HTTP's parser reads from now on (by its own parse)."""
+    seen: list[bytes] = []
+    original = UpgradableHTTPChannel.allHeadersReceived
+
+    def allHeadersReceived(self: UpgradableHTTPChannel) -> None:
+        seen.append(self._command + b" " + self._path)
+        original(self)
+
+    monkeypatch.setattr(UpgradableHTTPChannel, "allHeadersReceived", allHeadersReceived)
+    return seen
+
+
+def scripted(*answers: object, **options: object):  # type: ignore[no-untyped-def]
+    from upgradable import UpgradeRegistry
+
+    from .helpers import ScriptedHandler, Server
+
+    registry = UpgradeRegistry()
+    handlers = [ScriptedHandler(answer) for answer in answers]
+    for product, handler in zip([b"IRC/6.9", b"HTTP/2.0"], handlers, strict=False):
+        registry.register(product, handler)
+    return Server(registry=registry, **options), handlers  # type: ignore[arg-type]
+
+
+BOTH = IRC_REQ.replace(b"Upgrade: IRC/6.9", b"Upgrade: IRC/6.9, HTTP/2.0")
+
+
+def test_aRejectOnTheFastPathIsAnsweredThereAndHTTPParsesOnlyWhatFollows(
+    monkeypatch,  # type: ignore[no-untyped-def]
+) -> None:
+    from upgradable import Reject
+
+    seen = parsedByHTTP(monkeypatch)
+    server, [handler] = scripted(Reject(403, [(b"www-authenticate", b"x")], b"no\n"))
+    server.send(IRC_REQ + GET)
+    [rejected, served], rest = parseResponses(server.output())
+    assert (rejected.code, served.code, rest) == (403, 200, b"")
+    assert dict(rejected.headers)[b"WWW-Authenticate"] == b"x"
+    assert len(handler.requests) == 1
+    assert seen == [b"GET /x"]  # the upgrade request never reached HTTP's parser
+
+
+def test_whenEveryHandlerDeclinesHTTPServesTheRequestWithoutAskingAgain(
+    monkeypatch,  # type: ignore[no-untyped-def]
+) -> None:
+    from upgradable import Decline
+
+    seen = parsedByHTTP(monkeypatch)
+    server, handlers = scripted(Decline(), Decline())
+    server.send(BOTH)
+    [response], _ = parseResponses(server.output())
+    assert response.code == 200
+    assert [len(h.requests) for h in handlers] == [1, 1]  # each asked once, here
+    assert seen == [b"GET /"]  # served by HTTP, as a plain request
+
+
+def test_aDeferredAnswerOnTheFastPathKeepsTheBytesThatArriveMeanwhileForTheProtocol() -> None:
+    from upgradable import Accept
+
+    from .helpers import RecordingProtocol, deferred
+
+    later = deferred()
+    server, _ = scripted(later)
+    server.send(IRC_REQ + b"one ")
+    server.send(b"two ", b"three")
+    assert server.output() == b""
+    assert server.protocol._http is None  # still deciding, without HTTP
+    protocol = RecordingProtocol()
+    later.callback(Accept(protocol))
+    assert server.output().startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    assert protocol.received == [b"one two three"]
+    server.send(b" four")
+    assert protocol.received == [b"one two three", b" four"]
+
+
+def test_aFastPathAnswerThatTakesTooLongIs503AndCloses() -> None:
+    from .helpers import deferred
+
+    later = deferred()
+    server, _ = scripted(later, limits={"handshakeTimeout": 5})
+    server.send(IRC_REQ)
+    server.clock.advance(5)
+    [response], _ = parseResponses(server.output())
+    assert (response.code, dict(response.headers)[b"Retry-After"]) == (503, b"5")
+    assert server.closed
+    assert later.called  # cancelled
+
+
+def test_aDrainWhileTheFastPathDecidesGetsTheAnswerThenCloses() -> None:
+    from upgradable import Reject
+
+    from .helpers import deferred
+
+    later = deferred()
+    server, _ = scripted(later)
+    server.send(IRC_REQ)
+    drained = server.site.drain(10)
+    assert not server.closed
+    later.callback(Reject(403))
+    [response], _ = parseResponses(server.output())
+    assert (response.code, dict(response.headers)[b"Connection"]) == (403, b"close")
+    assert server.closed
+    server.protocol.connectionLost(DONE)
+    assert drained.called
+
+
+def test_theFastPathAndHTTPAnswerAnUpgradeRequestWithTheSameBytes() -> None:
+    """Sent whole (the fast path answers) and byte by byte (HTTP answers)."""
+    from upgradable import Reject
+
+    answers = [
+        Reject(403),
+        Reject(401, [(b"www-authenticate", b"Basic"), (b"X-A", b"1"), (b"x-a", b"2")], b"no"),
+        Reject(429, [(b"Content-Type", b"application/json")], b"{}", close=True),
+        ValueError("boom"),
+    ]
+    requests = [
+        IRC_REQ,
+        IRC_REQ.replace(b"GET", b"HEAD"),
+        IRC_REQ.replace(b"Connection: Upgrade", b"Connection: Upgrade, close"),
+    ]
+    for answer in answers:
+        for request in requests:
+            for advertise in (False, True):
+                outputs = []
+                for send in ("whole", "bytewise"):
+                    server, _ = scripted(answer, advertise=advertise)
+                    if send == "whole":
+                        server.send(request + GET)
+                    else:
+                        server.sendBytewise(request + GET)
+                    # Twisted's Date field reads the wall clock.
+                    output = re.sub(rb"\r\nDate: [^\r]*", b"", server.output())
+                    outputs.append((output, server.closed))
+                assert outputs[0] == outputs[1], (answer, request, advertise)

@@ -28,11 +28,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from inspect import iscoroutine
 from io import BytesIO
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, ISSLTransport
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
@@ -43,16 +41,22 @@ from zope.interface import implementer
 
 from ._decisions import (
     Accept,
-    Decline,
-    Reject,
     UpgradeRequest,
     _newRequest,
     _PackedHeaders,
     parseFields,
 )
 from ._drain import Connections
-from ._handover import fieldsOf, parseRequestLine, takeOver, throughProxyProtocol, writeNow
+from ._handover import (
+    canonicalName,
+    fieldsOf,
+    parseRequestLine,
+    takeOver,
+    throughProxyProtocol,
+    writeNow,
+)
 from ._idle import IdleWatch
+from ._negotiation import Negotiation, ask
 from ._registry import Offers, UpgradeRegistry
 from ._status import reasonPhrase
 from ._tokens import CLEARTEXT_ONLY, Product, connectionOptions, parseProduct
@@ -199,15 +203,15 @@ class UpgradableHTTPChannel(HTTPChannel):
             self.maxHeaders = self.limits.maxHeaders
         self._failed = False
         self._lost = False
-        self._expired = False
-        self._pending: Deferred[Any] | None = None
+        # The negotiation of the request being decided, and that request.
+        self._negotiation: Negotiation | None = None
+        self._deciding: Request | None = None
         self._halfClosedCall: Any = None
         self._deadline: Any = None
         self._draining = False
-        self._fresh = True
-        # The first handler's answer, when the fast path asked it and then
-        # left the request to the usual path (_NOTHING: none).
-        self._predecided: object = _NOTHING
+        # Whether the first request is to be served as a plain one: a site's
+        # new connection negotiated it already, and every handler declined.
+        self._firstDeclined = False
 
     def stopPersisting(self) -> None:
         """
@@ -229,10 +233,6 @@ class UpgradableHTTPChannel(HTTPChannel):
     # -- request parsing: answer what HTTPChannel closes silently ---------
 
     def dataReceived(self, data: bytes) -> None:
-        if self._fresh:
-            self._fresh = False
-            if self._fastUpgrade(data):
-                return
         if (
             self._deadline is None
             and self.limits.handshakeTimeout is not None
@@ -368,7 +368,8 @@ class UpgradableHTTPChannel(HTTPChannel):
             return
         # The common case first: no Upgrade field, nothing to decide.
         fields = fieldsOf(self.requests[-1].requestHeaders)
-        if b"Upgrade" not in fields:
+        if b"Upgrade" not in fields or self._firstDeclined:
+            self._firstDeclined = False
             if self._deadline is not None:
                 self._stopDeadline()
             super().allContentReceived()
@@ -410,52 +411,46 @@ class UpgradableHTTPChannel(HTTPChannel):
             site=getattr(self, "site", None),
             proxyProtocol=throughProxyProtocol(self.transport),
         )
-        self._tryOffers(request, upgradeRequest, offers, 0)
+        self._deciding = request
+        negotiation = self._negotiation = Negotiation(
+            self, upgradeRequest, offers, self._limitReached
+        )
+        negotiation.run()
 
-    def _tryOffers(
-        self, request: Request, upgradeRequest: UpgradeRequest, offers: Sequence[_Offer], index: int
+    def _limitReached(self) -> bool:
+        return _full(self.limits)
+
+    # Carrier: what the negotiation of the request being decided came to.
+
+    def _decidedRequest(self) -> Request:
+        request, self._deciding = self._deciding, None
+        self._negotiation = None
+        assert request is not None
+        return request
+
+    def accepted(self, product: Product, accept: Accept) -> None:
+        negotiation = self._negotiation
+        assert negotiation is not None
+        self._switch(self._decidedRequest(), negotiation.request, product, accept)
+
+    def answered(
+        self,
+        code: int,
+        reason: bytes,
+        headers: Sequence[tuple[bytes, bytes]],
+        body: bytes,
+        close: bool,
     ) -> None:
-        """
-        Ask the handlers of ``offers[index:]`` in turn until one accepts or
-        rejects; if all decline, serve the request as plain HTTP.
-        """
-        # What the fast path's asking the first handler gave, if it did.
-        predecided, self._predecided = self._predecided, _NOTHING
-        if index == 0 and _full(self.limits):
-            if isinstance(predecided, Deferred):
-                predecided.cancel()
-            self._stopDeadline()
-            self._busy(request)
-            return
-        while index < len(offers):
-            product, handler = offers[index]
-            if predecided is not _NOTHING:
-                result, predecided = predecided, _NOTHING
-            else:
-                result = _ask(handler, upgradeRequest, product)
-            if isinstance(result, Failure):
-                self._handlerFailed(request, product, handler, result)
-                return
-            if isinstance(result, Deferred):
-                self._pending = result
-                result.addCallbacks(
-                    self._decided,
-                    self._decisionFailed,
-                    callbackArgs=(request, upgradeRequest, offers, index),
-                    errbackArgs=(request, product, handler),
-                )
-                result.addErrback(self._bug)
-                return
-            if not self._apply(request, upgradeRequest, product, handler, result):
-                return
-            index += 1
+        self._respond(self._decidedRequest(), code, reason, headers, body, close)
+
+    def declined(self) -> None:
+        request = self._decidedRequest()
         self._stopDeadline()
         request.requestReceived(request.method, request.uri, request.clientproto)
 
-    def _busy(self, request: Request) -> None:
-        # Never a 101 beyond the limit: 503 with a hint when to come back.
-        self._respond(request, 503, reasonPhrase(503), [(b"Retry-After", b"1")],
-                      b"Too many upgraded connections\n", False)  # fmt: skip
+    def broken(self) -> None:
+        if self.transport is not None:
+            self.transport.abortConnection()
 
     def _deadlinePassed(self) -> None:
         self._deadline = None
@@ -463,10 +458,10 @@ class UpgradableHTTPChannel(HTTPChannel):
             return
         _log.info("Request from {peer} not complete and decided in {timeout} s; closing",
                   peer=self.transport.getPeer(), timeout=self.limits.handshakeTimeout)  # fmt: skip
-        if self._pending is not None:
+        negotiation = self._negotiation
+        if negotiation is not None and negotiation.pending is not None:
             # The handler did not answer in time: cancel it, answer 503.
-            self._expired = True
-            self._pending.cancel()
+            negotiation.expire()
         else:
             self._respondError(408)
 
@@ -475,95 +470,6 @@ class UpgradableHTTPChannel(HTTPChannel):
             if self._deadline.active():
                 self._deadline.cancel()
             self._deadline = None
-
-    def _decided(
-        self,
-        decision: object,
-        request: Request,
-        upgradeRequest: UpgradeRequest,
-        offers: Sequence[_Offer],
-        index: int,
-    ) -> None:
-        self._pending = None
-        if self._lost:
-            return
-        # The deadline keeps running: a Decline passes to the next handler,
-        # which is held to the same deadline; whatever ends the handshake
-        # (_switch, _respond, plain HTTP) stops it.
-        product, handler = offers[index]
-        if self._apply(request, upgradeRequest, product, handler, decision):
-            self._tryOffers(request, upgradeRequest, offers, index + 1)
-
-    def _bug(self, failure: Failure) -> None:
-        """A failure in the channel itself: log it and drop the connection."""
-        _log.failure("Upgrade failed; closing the connection", failure)
-        if self.transport is not None:
-            self.transport.abortConnection()
-
-    def _decisionFailed(
-        self, failure: Failure, request: Request, product: Product, handler: IUpgradeHandler
-    ) -> None:
-        self._pending = None
-        if self._expired and failure.check(CancelledError):
-            self._respond(request, 503, reasonPhrase(503), [(b"Retry-After", b"5")],
-                          b"The upgrade was not decided in time\n", True)  # fmt: skip
-            return
-        self._stopDeadline()
-        if self._lost:
-            if not failure.check(CancelledError):
-                _log.failure(
-                    "Upgrade handler {handler!r} failed for {product} after the client left",
-                    failure,
-                    handler=handler,
-                    product=product.raw.decode("ascii"),
-                )
-            return
-        self._handlerFailed(request, product, handler, failure)
-
-    def _apply(
-        self,
-        request: Request,
-        upgradeRequest: UpgradeRequest,
-        product: Product,
-        handler: IUpgradeHandler,
-        decision: object,
-    ) -> bool:
-        """
-        Carry out a handler's decision; True means "declined, try the next".
-        """
-        if isinstance(decision, Decline):
-            return True
-        if isinstance(decision, Accept):
-            if _full(self.limits):
-                self._busy(request)  # filled up while the handler was deciding
-            else:
-                self._switch(request, upgradeRequest, product, decision)
-        elif isinstance(decision, Reject):
-            self._respond(
-                request,
-                decision.code,
-                decision.reason,
-                decision.headers,
-                decision.body,
-                decision.close,
-            )
-        else:
-            error = TypeError(
-                f"{handler!r}.upgrade returned {decision!r}; expected Accept, Decline or Reject"
-            )
-            self._handlerFailed(request, product, handler, Failure(error))
-        return False
-
-    def _handlerFailed(
-        self, request: Request, product: Product, handler: IUpgradeHandler, failure: Failure
-    ) -> None:
-        _log.failure(
-            "Upgrade handler {handler!r} failed for {product}",
-            failure,
-            handler=handler,
-            product=product.raw.decode("ascii"),
-        )
-        self._respond(request, 500, RESPONSES[500], (), b"Internal Server Error\n", False)
 
     def _respond(
         self,
@@ -634,38 +540,14 @@ class UpgradableHTTPChannel(HTTPChannel):
             self.callLater,
         )
 
-    # -- the fast path ------------------------------------------------------
-
-    def _fastPathTried(self, predecided: object) -> None:
+    def _fastPathTried(self, firstDeclined: bool) -> None:
         """
-        A site's new connection tried the fast path on the first bytes this
-        channel is about to get: do not try again, and carry out the answer
-        of the handler it asked, if any (``_NOTHING``: none).
+        A site's new connection looked at the first bytes this channel is
+        about to get (see :mod:`upgradable._site`): when ``firstDeclined``,
+        it negotiated their request already and every handler declined, so
+        that request is served as a plain one.
         """
-        self._fresh = False
-        self._predecided = predecided
-
-    def _fastUpgrade(self, data: bytes) -> bool:
-        """
-        The first bytes of a connection: switch at once when they hold a
-        whole upgrade request of the plainest kind that the first offered
-        handler accepts at once (see :func:`decideFirst`); True when done.
-
-        Anything else returns False, and the usual path parses the same
-        bytes. A handler asked here is not asked again: its answer (a
-        Decline, Reject, Deferred or failure) is left in ``_predecided`` for
-        the usual path to carry out.
-        """
-        site = getattr(self, "site", None)
-        decided = decideFirst(data, self.registry, self.limits, self.transport, site)
-        if decided is None:
-            return False
-        upgradeRequest, product, result, leftover = decided
-        if not isinstance(result, Accept) or _full(self.limits):
-            self._predecided = result
-            return False
-        self._takeOver(upgradeRequest, product, result, leftover)
-        return True
+        self._firstDeclined = firstDeclined
 
     # -- a client that shuts down its sending side -----------------------
 
@@ -691,7 +573,7 @@ class UpgradableHTTPChannel(HTTPChannel):
         through ``notifyFinish`` (a long poll is not kept for a client that
         has gone).
         """
-        if self._pending is not None and not self._failed:
+        if self._pending() and not self._failed:
             if self._halfClosedCall is None:
                 wait = self.limits.handshakeTimeout or HALF_CLOSED_WAIT
                 self._halfClosedCall = self.callLater(wait, self._halfClosedTooLong)
@@ -700,13 +582,18 @@ class UpgradableHTTPChannel(HTTPChannel):
 
     def _halfClosedTooLong(self) -> None:
         self._halfClosedCall = None
-        if self._pending is not None and not self._lost:
+        if self._pending() and not self._lost:
             _log.info("Closing {peer}: its input ended and the upgrade was not decided "
                       "in time", peer=self.transport.getPeer())  # fmt: skip
             self.transport.abortConnection()
 
     def writeConnectionLost(self) -> None:
         """The channel never shuts down its sending side alone: nothing to do."""
+
+    def _pending(self) -> bool:
+        """Whether a handler's answer is to come."""
+        negotiation = self._negotiation
+        return negotiation is not None and negotiation.pending is not None
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
@@ -716,12 +603,9 @@ class UpgradableHTTPChannel(HTTPChannel):
             call, self._halfClosedCall = self._halfClosedCall, None
             if call.active():
                 call.cancel()
-        if isinstance(self._predecided, Deferred):
-            predecided, self._predecided = self._predecided, _NOTHING
-            predecided.cancel()
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            pending.cancel()
+        negotiation, self._negotiation = self._negotiation, None
+        if negotiation is not None:
+            negotiation.cancel()
         super().connectionLost(reason)
 
     # -- the idle timer -----------------------------------------------------
@@ -856,7 +740,7 @@ def decideFirst(
     site: Any,
     peer: IAddress | None = None,
     local: LocalAddresses | None = None,
-) -> tuple[UpgradeRequest, Product, object, bytes] | None:
+) -> tuple[UpgradeRequest, Sequence[_Offer], object, bytes] | None:
     """
     The fast path, for a connection's first bytes: when they hold a whole
     upgrade request of the plainest kind (HTTP/1.1, exactly one valid Host,
@@ -923,21 +807,7 @@ def decideFirst(
         throughProxyProtocol(transport),
     )
     product, handler = offers[0]
-    return upgradeRequest, product, _ask(handler, upgradeRequest, product), data[end + 4 :]
-
-
-def _ask(handler: IUpgradeHandler, request: UpgradeRequest, product: Product) -> object:
-    """
-    ``handler``'s answer: a decision, a Deferred (a coroutine becomes one),
-    or the Failure of what it raised.
-    """
-    try:
-        result = handler.upgrade(request, product.raw)
-        if iscoroutine(result):
-            return ensureDeferred(result)
-        return result
-    except Exception:
-        return Failure()
+    return upgradeRequest, offers, ask(handler, upgradeRequest, product), data[end + 4 :]
 
 
 def switchProtocols(
@@ -1025,6 +895,64 @@ class SwitchedRequest:
     def getHeader(self, name: bytes) -> bytes | None:
         values = self.requestHeaders.getRawHeaders(name)
         return values[-1] if values else None
+
+
+class AnsweredRequest(SwitchedRequest):
+    """
+    What a site's access log gets for an upgrade request that a site's new
+    connection answered itself (a Reject, a 500 or a 503): as
+    :class:`SwitchedRequest`, with the status and the body's length.
+    """
+
+    product = b""
+
+    def __init__(self, request: UpgradeRequest, code: int, reason: bytes, sent: int) -> None:
+        super().__init__(request, b"")
+        self.code = code
+        self.code_message = reason
+        self.sentLength = sent
+
+
+def responseHead(
+    code: int,
+    reason: bytes,
+    headers: Sequence[tuple[bytes, bytes]],
+    body: bytes,
+    closeFirst: bool,
+    close: bool,
+    advertised: Sequence[bytes],
+) -> bytes:
+    """
+    The head of the response to an upgrade request that the channel would
+    write through Twisted's ``Request`` (see ``_respond``), byte for byte:
+    fields named as Headers names them, in its order (a name's values
+    together, where it first came), framed with ``Content-Length``.
+
+    :param closeFirst: the request asked to close (or a drain began), so
+        ``Connection: close`` comes first, as ``checkPersistence`` sets it.
+    :param close: the answer closes the connection.
+    :param advertised: products to advertise (when the answer does not close).
+    """
+    fields: dict[bytes, list[bytes]] = {b"Connection": [b"close"]} if closeFirst else {}
+    for name, value in headers:
+        fields.setdefault(canonicalName(name), []).append(value)
+    fields[b"Content-Length"] = [b"%d" % len(body)]
+    if body and b"Content-Type" not in fields:
+        fields[b"Content-Type"] = [b"text/plain; charset=utf-8"]
+    if close:
+        fields[b"Connection"] = [b"close"]
+    if advertised:
+        connection = fields.get(b"Connection", [])
+        options = connectionOptions(connection)
+        if b"close" not in options and b"Upgrade" not in fields:
+            fields[b"Upgrade"] = [b", ".join(advertised)]
+            if b"upgrade" not in options:
+                fields[b"Connection"] = [*connection, b"Upgrade"]
+    lines = [b"HTTP/1.1 %d %s" % (code, reason)]
+    for name, values in fields.items():
+        lines.extend(name + b": " + value for value in values)
+    lines.append(b"\r\n")
+    return b"\r\n".join(lines)
 
 
 _NOTHING = object()

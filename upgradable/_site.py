@@ -2,14 +2,20 @@
 #
 # A connection starts as a _NewConnection: no HTTP machinery, only the idle
 # timer and the site's count. When its first bytes are a plain upgrade
-# request that the first offered handler accepts at once (the fast path,
-# _channel.decideFirst), it switches from there. Anything else, and a TLS
-# connection whose ALPN picked h2, gets the HTTP stack exactly as twisted.web
-# builds it, _GenericHTTPChannelProtocol(channel) with our channel inside
-# (that wrapper is what hands an ALPN "h2" connection to Twisted's HTTP/2),
-# and the same bytes, with the first handler's answer if it was asked.
+# request (the fast path, _channel.decideFirst: a strict subset of what
+# HTTPChannel accepts, read as HTTPChannel reads it), that request is decided
+# here, on this parse, whatever the answer: a switch, a Reject (or a 500 or
+# 503) written here, an answer to come (waited for here), or every handler
+# declining. After anything but a switch the connection gets the HTTP stack
+# with the bytes that followed the request; only when every handler declined
+# does HTTP get the request too, to serve it as a plain one, asking nobody.
+# Anything else, and a TLS connection whose ALPN picked h2, gets the HTTP
+# stack exactly as twisted.web builds it, _GenericHTTPChannelProtocol(channel)
+# with our channel inside (that wrapper is what hands an ALPN "h2"
+# connection to Twisted's HTTP/2), and the same bytes.
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.address import IPv4Address
@@ -24,21 +30,29 @@ from twisted.web.resource import IResource
 from twisted.web.server import Site
 from zope.interface import implementer
 
+from . import _channel
 from ._channel import (
-    _NOTHING,
+    AnsweredRequest,
     SwitchedRequest,
     UpgradableHTTPChannel,
     UpgradeLimits,
     _full,
     decideFirst,
+    responseHead,
     switchProtocols,
 )
-from ._decisions import Accept
-from ._handover import GenericHTTPChannelProtocol, channelOf, peerTupleOf, reroute
+from ._decisions import Accept, UpgradeRequest
+from ._handover import GenericHTTPChannelProtocol, channelOf, peerTupleOf, reroute, writeNow
+from ._negotiation import Negotiation
 from ._registry import UpgradeRegistry
+from ._tokens import CLEARTEXT_ONLY, Product, connectionOptions, parseProduct
 from ._transport import LocalAddresses
 
 __all__ = ["UpgradableSite"]
+
+# How many bytes a new connection keeps while its first request is being
+# decided, before it stops reading: as HTTPChannel's pipelining buffer.
+_HOLD = 16 * 1024
 
 _log = Logger()
 
@@ -213,6 +227,13 @@ class _TrackedHTTPProtocol(GenericHTTPChannelProtocol):
             self._connections.closed(self._tracked)
 
 
+def cleartextOnly(product: bytes) -> bool:
+    """Whether ``product`` names a protocol over cleartext only (h2c)."""
+    parsed = parseProduct(product)
+    return parsed is not None and parsed.key in CLEARTEXT_ONLY
+
+
+@implementer(IHalfCloseableProtocol)
 class _NewConnection(Protocol):
     """
     A site's connection until its first bytes: counted in the site's
@@ -232,6 +253,16 @@ class _NewConnection(Protocol):
         self.addr = addr
         self._abort: Any = None
         self._http: GenericHTTPChannelProtocol | None = None
+        # While the first request's answer is to come (see _wait).
+        self._negotiation: Negotiation | None = None
+        self._request: Any = None
+        self._data = self._leftover = b""
+        self._held: list[bytes] = []
+        self._heldSize = 0
+        self._paused = self._inputEnded = False
+        self._draining = False
+        self._deadline: Any = None
+        self._halfClosedCall: Any = None
 
     def logPrefix(self) -> str:
         return "UpgradableHTTPChannel"
@@ -243,19 +274,29 @@ class _NewConnection(Protocol):
         if site.connections.draining:
             # Accepted as the ports closed: HTTP answers the request it sent
             # already, and closes.
-            self._becomeHTTP(_NOTHING)
+            self._becomeHTTP()
             return
         site.connections.opened(self, self)
         if site.timeOut is not None:
             site._firstBytes.waiting(self, site.timeOut)
 
     def dataReceived(self, data: bytes) -> None:
+        if self._negotiation is not None:
+            # An answer is to come: keep what arrives meanwhile for whoever
+            # has the connection next, and stop reading once more than
+            # HTTPChannel would keep is waiting. (Until then the end of the
+            # client's input is seen, and a client that left is let go.)
+            self._held.append(data)
+            self._heldSize += len(data)
+            if self._heldSize > _HOLD and not self._paused:
+                self._paused = True
+                self.transport.pauseProducing()
+            return
         if self.transport.disconnecting:
             return  # timed out, or closed by a drain: TLS may still deliver bytes
         site = self.site
         site._firstBytes.done(self)
         transport = self.transport
-        predecided: object = _NOTHING
         if getattr(transport, "negotiatedProtocol", None) != b"h2":
             # On plain TCP the address given to buildProtocol is the peer's,
             # unless a factory in between gave another.
@@ -267,25 +308,166 @@ class _NewConnection(Protocol):
             decided = decideFirst(data, site.registry, site.limits, transport, site,
                                   peer, site._localAddresses)  # fmt: skip
             if decided is not None:
-                upgradeRequest, product, result, leftover = decided
+                upgradeRequest, offers, result, leftover = decided
                 if isinstance(result, Accept) and not _full(site.limits):
-                    # As HTTPChannel does for the connections it gets.
-                    if ITCPTransport.providedBy(transport):
-                        try:
-                            transport.setTcpNoDelay(True)
-                        except OSError:
-                            pass  # a socket the peer reset already (BSD says EINVAL)
-                    switchProtocols(self, transport, upgradeRequest, product, result, leftover,
-                                    site.registry, site.connections, site.log,
-                                    site.reactor.callLater)  # fmt: skip
+                    # The usual case, without a Negotiation object.
+                    self._switch(upgradeRequest, offers[0][0], result, leftover)
                     return
-                predecided = result
-        self._becomeHTTP(predecided).dataReceived(data)
+                # Anything else is carried out here too, on this parse of the
+                # request: nothing parses it again to decide.
+                self._data, self._request, self._leftover = data, upgradeRequest, leftover
+                negotiation = self._negotiation = Negotiation(
+                    self, upgradeRequest, offers, self._full
+                )
+                negotiation.run(result)
+                if negotiation is self._negotiation:
+                    self._wait()
+                return
+        self._becomeHTTP().dataReceived(data)
 
-    def _becomeHTTP(self, predecided: object) -> GenericHTTPChannelProtocol:
+    def _full(self) -> bool:
+        return _full(self.site.limits)
+
+    def _switch(
+        self, upgradeRequest: UpgradeRequest, product: Product, accept: Accept, leftover: bytes
+    ) -> None:
+        site, transport = self.site, self.transport
+        # As HTTPChannel does for the connections it gets.
+        if ITCPTransport.providedBy(transport):
+            try:
+                transport.setTcpNoDelay(True)
+            except OSError:
+                pass  # a socket the peer reset already (BSD says EINVAL)
+        switchProtocols(self, transport, upgradeRequest, product, accept, leftover,
+                        site.registry, site.connections, site.log,
+                        site.reactor.callLater)  # fmt: skip
+
+    # -- an answer to come ------------------------------------------------
+
+    def _wait(self) -> None:
+        """
+        The answer is to come: give it until the handshake deadline (counted
+        from now, the first bytes' arrival).
+        """
+        timeout = self.site.limits.handshakeTimeout
+        if timeout is not None:
+            self._deadline = self.site.reactor.callLater(timeout, self._deadlinePassed)
+
+    def _deadlinePassed(self) -> None:
+        self._deadline = None
+        negotiation = self._negotiation
+        if negotiation is not None:
+            _log.info("Request from {peer} not decided in {timeout} s; closing",
+                      peer=self.transport.getPeer(),
+                      timeout=self.site.limits.handshakeTimeout)  # fmt: skip
+            negotiation.expire()
+
+    def _settled(self) -> bytes:
+        """The answer is here: stop waiting; the bytes that followed the request."""
+        self._negotiation = None
+        for call in (self._deadline, self._halfClosedCall):
+            if call is not None and call.active():
+                call.cancel()
+        self._deadline = self._halfClosedCall = None
+        if self._paused or self._inputEnded:
+            # Reading again; when the client's input had ended, TCP reads its
+            # end again and tells whoever has the connection now.
+            self._paused = self._inputEnded = False
+            self.transport.resumeProducing()
+        rest = self._leftover + b"".join(self._held)
+        self._data = self._leftover = b""
+        self._held = []
+        self._heldSize = 0
+        return rest
+
+    # Carrier: what the negotiation of the first request came to.
+
+    def accepted(self, product: Product, accept: Accept) -> None:
+        request = self._request
+        self._request = None
+        self._switch(request, product, accept, self._settled())
+
+    def answered(
+        self,
+        code: int,
+        reason: bytes,
+        headers: Sequence[tuple[bytes, bytes]],
+        body: bytes,
+        close: bool,
+    ) -> None:
+        request, self._request = self._request, None
+        rest = self._settled()
+        site = self.site
+        # As the channel's checkPersistence: a request that asked to close,
+        # or a drain, makes this the last answer.
+        closeFirst = (
+            self._draining
+            or site.connections.draining
+            or (b"close" in connectionOptions(request.headers.getRawHeaders(b"connection", ())))
+        )
+        close = close or closeFirst
+        advertised: Sequence[bytes] = ()
+        if site.advertise and site.registry:
+            advertised = site.registry.products()
+            if request.secure:
+                advertised = [p for p in advertised if not cleartextOnly(p)]
+        transport = self.transport
+        sent = 0 if request.method == b"HEAD" else len(body)
+        writeNow(transport, responseHead(code, reason, headers, body, closeFirst, close,
+                                         advertised) + body[:sent])  # fmt: skip
+        try:
+            site.log(AnsweredRequest(request, code, reason, sent))
+        except Exception:
+            _log.failure("The access log failed for an answered upgrade request")
+        if close:
+            transport.loseConnection()
+            return
+        http = self._becomeHTTP()
+        if rest:
+            http.dataReceived(rest)
+
+    def declined(self) -> None:
+        """Every handler declined: HTTP serves the request as a plain one."""
+        self._request = None
+        data = self._data + b"".join(self._held)
+        self._settled()
+        self._becomeHTTP(firstDeclined=True).dataReceived(data)
+
+    def broken(self) -> None:
+        self.transport.abortConnection()
+
+    # -- a client that shuts down its sending side -------------------------
+
+    def readConnectionLost(self) -> None:
+        """
+        The client's input ended. An answer to come is still given, within
+        the handshake deadline or :data:`~upgradable._channel.HALF_CLOSED_WAIT`
+        seconds (then the connection is aborted); else the connection closes,
+        as for a protocol that is not told of half-closes.
+        """
+        if self._negotiation is not None:
+            self._inputEnded = True
+            if self._halfClosedCall is None:
+                wait = self.site.limits.handshakeTimeout or _channel.HALF_CLOSED_WAIT
+                self._halfClosedCall = self.site.reactor.callLater(wait, self._halfClosedTooLong)
+            return
+        self.transport.loseConnection()
+
+    def _halfClosedTooLong(self) -> None:
+        self._halfClosedCall = None
+        if self._negotiation is not None:
+            _log.info("Closing {peer}: its input ended and the upgrade was not decided "
+                      "in time", peer=self.transport.getPeer())  # fmt: skip
+            self.transport.abortConnection()
+
+    def writeConnectionLost(self) -> None:
+        """Nothing shuts down the sending side alone: nothing to do."""
+
+    def _becomeHTTP(self, firstDeclined: bool = False) -> GenericHTTPChannelProtocol:
         http = self.site._buildHTTP(self.addr)
-        # The fast path was tried here already (or not at all: h2, draining).
-        channelOf(http)._fastPathTried(predecided)
+        # The first request was looked at here already (or not at all: h2,
+        # draining); when its handlers declined, HTTP serves it as it is.
+        channelOf(http)._fastPathTried(firstDeclined)
         self._http = http
         # The HTTP stack counts the connection from here on.
         self.site.connections.http.pop(self, None)
@@ -294,7 +476,13 @@ class _NewConnection(Protocol):
         return http
 
     def stopPersisting(self) -> None:
-        """A drain began: nothing was received, so nothing is owed."""
+        """
+        A drain began: with nothing received nothing is owed, and the
+        connection closes; an answer to come is given, then it closes.
+        """
+        if self._negotiation is not None:
+            self._draining = True
+            return
         self.site._firstBytes.done(self)
         self.transport.loseConnection()
 
@@ -305,6 +493,12 @@ class _NewConnection(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.connected = 0
+        negotiation, self._negotiation = self._negotiation, None
+        if negotiation is not None:
+            negotiation.cancel()
+        for call in (self._deadline, self._halfClosedCall):
+            if call is not None and call.active():
+                call.cancel()
         self.site._firstBytes.done(self)
         if self._abort is not None and self._abort.active():
             self._abort.cancel()
