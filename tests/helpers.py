@@ -167,6 +167,52 @@ class EchoRequestResource(Resource):
         self.pending = []
 
 
+class RecordingTransport(StringTransport):
+    """
+    A StringTransport that also records, in order, each call that writes or
+    ends the connection: ``("write", data)``, ``("writeSequence", joined)``,
+    ``("loseConnection", b"")`` and ``("abortConnection", b"")``. Its
+    ``value()`` is the bytes joined; ``writes`` shows how they were cut, so
+    a test can tell one write from two.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.calls: list[tuple[str, bytes]] = []  # before: StringTransport's __init__ clears
+        super().__init__(*args, **kwargs)
+
+    def write(self, data: bytes) -> None:
+        self.calls.append(("write", data))
+        super().write(data)
+
+    def writeSequence(self, data: Iterable[bytes]) -> None:
+        data = list(data)
+        self.calls.append(("writeSequence", b"".join(data)))
+        super().writeSequence(data)
+
+    def loseConnection(self) -> None:
+        self.calls.append(("loseConnection", b""))
+        super().loseConnection()
+
+    def abortConnection(self) -> None:
+        self.calls.append(("abortConnection", b""))
+        # StringTransport's abortConnection calls loseConnection: record one call.
+        self.disconnected = True
+        StringTransport.loseConnection(self)
+
+    @property
+    def writes(self) -> list[bytes]:
+        """The bytes of each write, in order (writeSequence's joined)."""
+        return [data for name, data in self.calls if name in ("write", "writeSequence")]
+
+    @property
+    def aborted(self) -> bool:
+        return any(name == "abortConnection" for name, _ in self.calls)
+
+    def clear(self) -> None:
+        super().clear()
+        self.calls = [call for call in self.calls if call[0] not in ("write", "writeSequence")]
+
+
 @dataclass
 class Server:
     """An UpgradableSite driven over an in-memory transport."""
@@ -188,7 +234,7 @@ class Server:
             **self.limits,
         )
         self.protocol = self.site.buildProtocol(None)
-        self.transport = StringTransport()
+        self.transport = RecordingTransport()
         self.protocol.makeConnection(self.transport)
 
     def send(self, *chunks: bytes) -> Server:
@@ -201,6 +247,11 @@ class Server:
 
     def output(self) -> bytes:
         return bytes(self.transport.value())
+
+    @property
+    def writes(self) -> list[bytes]:
+        """Each write to the transport since the last clear(), in order."""
+        return self.transport.writes
 
     def clear(self) -> bytes:
         value = self.output()
@@ -307,6 +358,7 @@ __all__ = [
     "EchoRequestResource",
     "RecordingFactory",
     "RecordingProtocol",
+    "RecordingTransport",
     "Reject",
     "Response",
     "ScriptedHandler",

@@ -90,6 +90,7 @@ class TestHandOver:
         payload = b"\x00\xff\r\n\r\nGET / HTTP/1.1\r\n\r\n"
         server.send(ECHO_REQ, payload, b"x" * 65536)
         assert assertSwitched(server, b"HTTP/2.0") == payload + b"x" * 65536
+        assert server.resource.seen == []  # the GET inside the payload reached no resource
 
     @pytest.mark.parametrize("way", ["whole", "bytewise", "split-head"])
     def test_trailingBytesArriveOnceWhateverTheChunking(self, way: str) -> None:
@@ -103,6 +104,7 @@ class TestHandOver:
         else:
             server.send(IRC_REQ[:-1], IRC_REQ[-1:] + b"NICK a\r\n", b"USER a 0 * :a\r\n")
         assertSwitched(server, b"IRC/6.9")
+        assert ircFactory.last.made == 1
         assert ircFactory.last.data == b"NICK a\r\nUSER a 0 * :a\r\n"
 
     @pytest.mark.parametrize("k", range(len(IRC_REQ) + 1))
@@ -142,18 +144,24 @@ class TestHandOver:
         assert product == b"IRC/6.9"
         assert protocol.data == b""
 
-    def test_acceptHeadersAreWrittenInTheSingle101(self) -> None:
+    @pytest.mark.parametrize("bytewise", [False, True], ids=["one read", "byte by byte"])
+    def test_acceptHeadersAreWrittenInTheSingle101(self, bytewise: bool) -> None:
+        """The Accept's fields are in the one write of the 101, on either path."""
         protocol = RecordingProtocol()
         registry = UpgradeRegistry()
         registry.register(b"x", ScriptedHandler(Accept(protocol, [(b"X-Extra", b"1")])))
         server = Server(registry=registry)
-        server.send(irc(b"x"))
-        assert server.output() == (
+        if bytewise:
+            server.sendBytewise(irc(b"x"))
+        else:
+            server.send(irc(b"x"))
+        assert server.writes == [
             b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: x\r\n"
             b"X-Extra: 1\r\n\r\n"
-        )
+        ]
 
-    def test_101IsOneWriteBeforeTheProtocolStarts(self) -> None:
+    @pytest.mark.parametrize("bytewise", [False, True], ids=["one read", "byte by byte"])
+    def test_101IsOneWriteBeforeTheProtocolStarts(self, bytewise: bool) -> None:
         """UPG-07: the 101 is written before makeConnection, so protocol output follows it."""
 
         class Greeter(RecordingProtocol):
@@ -163,9 +171,15 @@ class TestHandOver:
         registry = UpgradeRegistry()
         registry.register(b"x", ScriptedHandler(Accept(Greeter())))
         server = Server(registry=registry)
-        server.send(irc(b"x"))
-        assert server.output().endswith(b"\r\n\r\nhello")
-        assert server.output().count(b"HTTP/1.1") == 1
+        if bytewise:
+            server.sendBytewise(irc(b"x"))
+        else:
+            server.send(irc(b"x"))
+        # Exactly two writes: the whole 101 head, then the protocol's greeting.
+        assert server.writes == [
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n",
+            b"hello",
+        ]
 
 
 # -- B. token matching ------------------------------------------------------
@@ -645,7 +659,9 @@ class TestAsyncDecisions:
         server.send(irc(b"x"))
         server.protocol.connectionLost(Failure(ConnectionDone()))
         assert protocol.made == 0
+        assert protocol.transport is None
         assert server.output() == b""
+        assert len(server.site.connections) == 0  # not counted as an upgraded connection
 
 
 # -- failing handlers ---------------------------------------------------------
@@ -739,6 +755,8 @@ class TestLifetime:
         assert server.output() == b""
         assert ircFactory.built == []
         assert server.clock.getDelayedCalls() == []
+        assert len(server.site.connections) == 0  # not counted as open any more
+        assert server.site.limits.upgraded == 0
 
     def test_idleTimeoutNoLongerApplies(self) -> None:
         """UPG-46 (a)."""
@@ -763,12 +781,26 @@ class TestLifetime:
         echo.transport.loseConnection()
         assert server.closed
 
-    def test_connectionLostReachesProtocolExactlyOnce(self) -> None:
-        """UPG-46 (c)."""
+    @pytest.mark.parametrize("bytewise", [False, True], ids=["one read", "byte by byte"])
+    def test_connectionLostReachesProtocolExactlyOnce(self, bytewise: bool) -> None:
+        """
+        UPG-46 (c): the transport's one connectionLost reaches the protocol
+        once, with its reason, and nothing (a drain, its timers) calls it again.
+        """
         server, ircFactory = standardServer()
-        server.send(IRC_REQ)
-        server.protocol.connectionLost(Failure(ConnectionDone()))
-        assert len(ircFactory.last.lost) == 1
+        if bytewise:
+            server.sendBytewise(IRC_REQ)
+        else:
+            server.send(IRC_REQ)
+        assert ircFactory.last.lost == []
+        reason = Failure(ConnectionDone())
+        server.protocol.connectionLost(reason)
+        assert ircFactory.last.lost == [reason]
+        server.site.drain(0)
+        server.site.closeAll()
+        server.clock.advance(60)
+        assert ircFactory.last.lost == [reason]
+        assert len(server.site.connections) == 0
 
     @pytest.mark.parametrize("bytewise", [False, True], ids=["one read", "byte by byte"])
     def test_channelAndRequestAreFreedAfterTheSwitch(self, bytewise: bool) -> None:

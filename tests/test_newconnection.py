@@ -72,7 +72,10 @@ def test_oneTimerServesEveryWaitingConnectionAndStopsWithTheLast() -> None:
 def test_theFastPathLeavesNoTimerAndNoHTTP() -> None:
     server, irc = standardServer()
     server.send(IRC_REQ + b"NICK a\r\n")
-    assert server.output().startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    # One write, the 101 head alone: nothing of HTTP's before or after it.
+    assert server.writes == [
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: IRC/6.9\r\n\r\n"
+    ]
     assert server.protocol._http is None
     assert server.clock.getDelayedCalls() == []
     assert irc.last.data == b"NICK a\r\n"
@@ -91,6 +94,8 @@ def test_anythingElseGetsTheHTTPStackWithTheSameBytes() -> None:
     server.send(GET[10:])
     [response], rest = parseResponses(server.output())
     assert response.code == 200 and rest == b""
+    # HTTP parsed the very bytes sent: the first read's as well as the second's.
+    assert server.resource.seen == [(b"GET", b"/x", b"")]
     # HTTP's own idle timer runs now; the new connection's is gone.
     [timer] = server.clock.getDelayedCalls()
     assert timer.func.__self__ is http._channel  # type: ignore[attr-defined]

@@ -66,13 +66,28 @@ async def test_aWriteWithNothingQueuedIsSentWithoutWaitingForTheReactor() -> Non
     state: dict[str, Any] = {}
 
     def script(transport: Any) -> None:
+        sends: list[bytes] = []
+        send = transport.writeSomeData
+
+        def counted(data: bytes) -> Any:
+            sends.append(bytes(data))
+            return send(data)
+
+        transport.writeSomeData = counted
         writeNow(transport, b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+        del transport.writeSomeData
+        state["sends"] = sends
         state["queued"] = transport._tempDataLen + len(transport.dataBuffer)
         state["writing"] = transport in reactor.getWriters()
 
     data, _ = await serve(script)
     assert data == b"HTTP/1.1 101 Switching Protocols\r\n\r\n"
-    assert state == {"queued": 0, "writing": False}
+    # One send to the socket, of the whole head, before writeNow returned.
+    assert state == {
+        "sends": [b"HTTP/1.1 101 Switching Protocols\r\n\r\n"],
+        "queued": 0,
+        "writing": False,
+    }
 
 
 @pytest_twisted.ensureDeferred
