@@ -109,8 +109,11 @@ async def test_bytesRightAfterThe101ReachTheProtocol() -> None:
     try:
         url = f"http://{HOST}:{port.getHost().port}/"
         result = await upgrade(reactor, url, [b"greeter"], Factory.forProtocol(Collector))
-        assert await result.protocol.waitFor(10) == b"greetings\n"  # type: ignore[attr-defined]
-        result.protocol.transport.loseConnection()  # type: ignore[attr-defined]
+        protocol = result.protocol
+        assert await protocol.waitFor(10) == b"greetings\n"  # type: ignore[attr-defined]
+        protocol.transport.loseConnection()  # type: ignore[attr-defined]
+        await protocol.lost  # type: ignore[attr-defined]
+        assert protocol.data == b"greetings\n"  # type: ignore[attr-defined]  # and no more
     finally:
         await port.stopListening()
 
@@ -416,9 +419,15 @@ async def test_refusalsWithoutContentLengthEndWithoutWaitingForTheClose(
 
 
 def test_timeoutWhileConnectingIsAnUpgradeTimeout() -> None:
+    """At the timeout, not before: one UpgradeTimeout, and the connection attempt stopped."""
     clock = memoryReactor()
     d = upgrade(clock, "http://127.0.0.1:9/", [b"x"], Factory.forProtocol(Collector), timeout=5)
     failures: list[Failure] = []
     d.addErrback(failures.append)
-    clock.advance(6)
-    assert failures and failures[0].check(UpgradeTimeout)
+    clock.advance(4.9)
+    assert failures == []
+    clock.advance(1.1)
+    [failure] = failures
+    assert failure.check(UpgradeTimeout)
+    assert [connector.stoppedConnecting for connector in clock.connectors] == [True]
+    assert clock.getDelayedCalls() == []

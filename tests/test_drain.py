@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IProtocol
 from twisted.internet.testing import StringTransport
@@ -157,13 +159,16 @@ def test_aNewRequestOnADrainingConnectionIsTheLastOne() -> None:
 
 
 def test_aConnectionAcceptedDuringTheDrainIsServedOnce() -> None:
+    """Its first request is answered (Connection: close); the pipelined second is not read."""
     server, _ = standardServer()
     server.site.drain(10)
     protocol, transport = another(server)
     assert not transport.disconnecting
     protocol.dataReceived(GET + GET)
-    responses, _ = parseResponses(bytes(transport.value()))
-    assert [r.code for r in responses] == [200]
+    responses, rest = parseResponses(bytes(transport.value()))
+    assert [r.code for r in responses] == [200] and rest == b""
+    assert responses[0].tokens(b"connection") == [b"close"]
+    assert server.resource.seen == [(b"GET", b"/x", b"")]
     assert transport.disconnecting
 
 
@@ -190,6 +195,10 @@ def test_anUpgradeBeingDecidedFinishesAndItsConnectionIsWaitedFor() -> None:
 
 
 def test_upgradedConnectionsAreClosedAfterTheGracePeriodThenAborted() -> None:
+    """
+    Closed (loseConnection) when the grace period ends; the one still open
+    abortAfter seconds later is aborted, the one that ended meanwhile is not.
+    """
     server, irc = standardServer()
     server.send(IRC_REQ)
     echo, echoTransport = another(server)
@@ -201,27 +210,33 @@ def test_upgradedConnectionsAreClosedAfterTheGracePeriodThenAborted() -> None:
     assert bytes(echoTransport.value()).endswith(b"still here")
     server.clock.advance(1)
     assert server.closed and echoTransport.disconnecting
+    assert not server.transport.aborted and not echoTransport.disconnected
     echo.connectionLost(DONE)
     assert not fired(drained)
-    server.clock.advance(5)
-    assert server.transport.disconnecting  # StringTransport: abort sets it too
+    server.clock.advance(server.site.connections.abortAfter - 0.1)
+    assert not server.transport.aborted
+    server.clock.advance(0.1)
+    assert server.transport.aborted
+    assert not echoTransport.disconnected  # it ended in time: not aborted
     server.protocol.connectionLost(DONE)
     assert irc.last.lost == [DONE]
     assert fired(drained)
 
 
-def test_closeAllCutsTheGracePeriodShort() -> None:
+@pytest.mark.parametrize("grace", [60, None], ids=["60 s", "none"])
+def test_closeAllCutsTheGracePeriodShort(grace: float | None) -> None:
     server, _ = standardServer()
     server.send(ECHO_REQ)
-    drained = server.site.drain(None)
+    drained = server.site.drain(grace)
     assert not server.closed
     server.site.closeAll()
-    assert server.closed
+    assert server.closed  # now, not when the grace period would have ended
+    # The grace period's timer is gone; only the abort of what does not close is left.
+    abortAfter = server.site.connections.abortAfter
+    assert [call.getTime() for call in server.clock.getDelayedCalls()] == [abortAfter]
     server.protocol.connectionLost(DONE)
     assert fired(drained)
-    assert not server.clock.getDelayedCalls() or all(
-        not call.active() for call in server.clock.getDelayedCalls()
-    )
+    assert server.clock.getDelayedCalls() == []
 
 
 @implementer(IGoingAway)
@@ -251,17 +266,20 @@ def test_aProtocolThatCanGoAwayIsAskedTo() -> None:
 
 
 def test_theGracePeriodEndsAHandshakeStillBeingDecided() -> None:
-    pending = deferred()
+    cancelled: list[Deferred[Any]] = []
+    pending: Deferred[Any] = Deferred(cancelled.append)
     registry = UpgradeRegistry()
     registry.register(b"IRC/6.9", ScriptedHandler(lambda request, product: pending))
     server = Server(registry=registry)
     server.send(IRC_REQ)
     drained = server.site.drain(1)
-    server.clock.advance(1)
+    server.clock.advance(0.9)
+    assert not server.closed and cancelled == []  # still deciding within the grace period
+    server.clock.advance(0.1)
     assert server.closed
+    assert server.output() == b""  # no 101 after all
     server.protocol.connectionLost(DONE)
-    assert pending.called  # cancelled with the connection
-    pending.addErrback(lambda failure: None)
+    assert cancelled == [pending]  # cancelled with the connection
     assert fired(drained)
 
 

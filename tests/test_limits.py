@@ -44,7 +44,7 @@ def codes(server: Server) -> list[int]:
 def test_beyondMaxUpgradedIs503WithRetryAfterNeverA101() -> None:
     from twisted.internet.testing import StringTransport
 
-    first, _ = ircServer(maxUpgraded=2)
+    first, irc = ircServer(maxUpgraded=2)
     site = first.site
 
     def another() -> tuple[object, StringTransport]:
@@ -63,6 +63,8 @@ def test_beyondMaxUpgradedIs503WithRetryAfterNeverA101() -> None:
     responses, _ = parseResponses(thirdTransport.value())
     assert [r.code for r in responses] == [503, 200]
     assert responses[0].header(b"retry-after") == [b"1"]
+    # No protocol was connected for the third: only the first two are.
+    assert [protocol.made for protocol in irc.built] == [1, 1]
     # One upgraded connection ends: there is room again.
     first.protocol.connectionLost(Failure(ConnectionDone()))
     assert site.limits.upgraded == 1
@@ -73,12 +75,15 @@ def test_beyondMaxUpgradedIs503WithRetryAfterNeverA101() -> None:
 
 
 def test_slowlorisGets408AfterTheDeadline() -> None:
+    """Nothing while the head trickles in within 5 s of its first byte; then 408 and close."""
     server, irc = ircServer(handshakeTimeout=5)
     request = IRC_REQ[:-2]
     for i in range(0, len(request), 5):  # a byte every now and then
         server.send(request[i : i + 5])
         server.clock.advance(0.2)
-    server.clock.advance(5)
+    server.clock.advance(4.9 - server.clock.seconds())
+    assert server.output() == b"" and not server.closed
+    server.clock.advance(0.2)
     assert codes(server) == [408]
     assert server.closed
     assert irc.built == []
@@ -108,7 +113,9 @@ def test_aHandlerThatNeverAnswersIsCancelledAnd503() -> None:
     registry.register(b"IRC/6.9", ScriptedHandler(never))
     server = Server(registry=registry, limits={"handshakeTimeout": 5})
     server.send(IRC_REQ)
-    server.clock.advance(5)
+    server.clock.advance(4.9)
+    assert cancelled == [] and server.output() == b"" and not server.closed
+    server.clock.advance(0.1)
     assert cancelled == [never]
     assert codes(server) == [503]
     assert server.closed
@@ -324,12 +331,16 @@ def test_theIdleTimeoutAsksAGoingAwayProtocolToSayGoodbyeThenAborts() -> None:
     server = Server(registry=registry)
     server.send(IRC_REQ)
     server.clear()
-    server.clock.advance(30)
+    server.clock.advance(29.9)
+    assert polite.asked == 0
+    server.clock.advance(0.1)
     assert polite.asked == 1
     assert server.output() == b"goodbye"
     assert not server.closed  # its goodbye is its own business...
-    server.clock.advance(IdleWatch.grace)
-    assert server.transport.disconnected  # aborted, for so long
+    server.clock.advance(IdleWatch.grace - 0.1)
+    assert not server.transport.disconnected
+    server.clock.advance(0.1)
+    assert server.transport.aborted  # ...for so long
     assert polite.asked == 1
 
 
@@ -426,10 +437,10 @@ def test_idleWatchToleratesBytesAfterItsClose() -> None:
     server, _ = ircServer(idleTimeout=30)
     server.send(IRC_REQ)
     server.clock.advance(31)
-    assert server.closed
+    assert server.closed and not server.transport.aborted  # closed politely first
     server.send(b"late\r\n")  # must not raise AlreadyCalled
-    server.clock.advance(5)
-    assert server.transport.disconnecting
+    server.clock.advance(IdleWatch.grace)
+    assert server.transport.aborted
 
 
 def test_idleWatchSeesReadsTheWayTheTransportDeliversThem() -> None:

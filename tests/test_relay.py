@@ -154,9 +154,14 @@ def test_aBackendThatNeverConnectsGets503() -> None:
     request = upgradeRequest()
     results: list[object] = []
     ensureDeferred(handler.upgrade(request, b"IRC/6.9")).addBoth(results.append)
-    clock.advance(10)
+    clock.advance(9.9)
+    assert results == []  # still connecting
+    clock.advance(0.1)
     [decision] = results
     assert isinstance(decision, Reject) and decision.code == 503
+    # The attempt was cancelled, not left running behind the 503.
+    assert [connector.stoppedConnecting for connector in clock.connectors] == [True]
+    assert clock.getDelayedCalls() == []
 
 
 def upgradeRequest() -> Any:

@@ -92,7 +92,8 @@ def test_unmaskedClientFrameIsClosedWith1002() -> None:
     server = wsServer()
     server.send(WS_REQ, b"\x81\x05Hello")
     rest = parseResponses(server.output())[1]
-    assert rest[0] == 0x88 and rest[2:4] == b"\x03\xea"  # close, code 1002
+    assert rest == b"\x88\x1e\x03\xeaclient frames must be masked"  # close 1002, and only that
+    assert Echo.instances[-1].received == []
     assert server.closed
 
 
@@ -239,8 +240,10 @@ def test_aPeerThatNeverAnswersTheCloseIsDroppedAfterFiveSeconds() -> None:
     server, app = opened()
     app.close()
     assert len(server.clock.getDelayedCalls()) == 1  # on the site's reactor
-    server.clock.advance(5)
-    assert server.transport.disconnecting
+    server.clock.advance(4.9)
+    assert not server.transport.disconnecting  # still waiting for the peer's close
+    server.clock.advance(0.1)
+    assert server.transport.aborted
 
 
 def test_pathWithoutApplicationIsDeclined() -> None:
@@ -288,6 +291,9 @@ def test_bytesAfterTheCloseAreIgnored() -> None:
     server = wsServer()
     server.send(WS_REQ, WS_CLOSE_MASKED, WS_HELLO_MASKED)
     assert server.closed
+    # The close is answered; the Hello after it is neither delivered nor echoed.
+    assert parseResponses(server.output())[1] == b"\x88\x02\x03\xe8"
+    assert Echo.instances[-1].received == []
 
 
 def test_aCloseWithoutACodeIsAnsweredWithoutOne() -> None:
@@ -383,9 +389,11 @@ def test_aPeerThatStopsReadingAfterTheCloseIsAbortedAfterFiveSeconds(frame: byte
     """Our answer may never be read; the connection does not wait for it forever."""
     server, _ = opened()
     server.send(frame)
-    assert server.transport.disconnecting and not getattr(server.transport, "disconnected", False)
-    server.clock.advance(5)
-    assert server.transport.disconnected  # what StringTransport.abortConnection sets
+    assert server.transport.disconnecting and not server.transport.aborted
+    server.clock.advance(4.9)
+    assert not server.transport.aborted
+    server.clock.advance(0.1)
+    assert server.transport.aborted
 
 
 def deflatedMessage(payload: bytes) -> bytes:
