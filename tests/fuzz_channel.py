@@ -10,9 +10,11 @@ Invariants checked on every input:
 1. no exception escapes ``dataReceived`` and none is logged;
 2. a 101 appears only after a request that offered a registered product
    with the ``upgrade`` connection option on HTTP/1.1, at most once, and it
-   is the last thing HTTP writes;
-3. after a 101 the upgraded protocol received exactly the bytes that
-   followed that request, once, in order (a suffix of the input);
+   is the last thing HTTP writes (nothing follows its head);
+3. after a 101 the upgraded protocol, connected once, received exactly the
+   bytes that followed that request, once, in order: all of the input from
+   a point inside the read that completed the request (the 101 was written
+   while that read was handled), to the end;
 4. at most one final response per request that was sent.
 """
 
@@ -28,6 +30,9 @@ from hypothesis import strategies as st
 from twisted.internet.error import ConnectionDone
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
+
+from upgradable import UpgradeRequest
+from upgradable._registry import FactoryHandler
 
 from .helpers import RecordingFactory, Server, parseResponses
 
@@ -97,6 +102,7 @@ def chunked(draw: Any) -> list[bytes]:
 
 
 SEEN = {"switched": 0, "refused": 0}
+SWITCHED = b" 101 Switching Protocols\r\n"
 
 _UPGRADE_REQUEST = re.compile(
     rb"(?i:[!#$%&'*+.^_`|~0-9a-z-]+) \S+ HTTP/1\.1\r\n"  # a request line
@@ -109,17 +115,24 @@ def check(chunks: list[bytes]) -> None:
     """Feed ``chunks`` to a fresh server and check the invariants."""
     irc = RecordingFactory()
     server = Server()
-    server.registry.register(b"IRC/6.9", irc)
+    handler = _AskedFactoryHandler(irc)
+    server.registry.register(b"IRC/6.9", handler)
     errors: list[dict[str, Any]] = []
 
     def observe(event: dict[str, Any]) -> None:
         if "log_failure" in event:
             errors.append(event)
 
+    # Where the read that made the server write its 101 starts and ends.
+    switchedIn: tuple[int, int] | None = None
+    offset = 0
     globalLogPublisher.addObserver(observe)
     try:
         for chunk in chunks:
             server.send(chunk)  # (1) must not raise
+            if switchedIn is None and SWITCHED in server.output():
+                switchedIn = (offset, offset + len(chunk))
+            offset += len(chunk)
         # Every connection ends; that must not raise either (and it closes
         # any body spooled to a temporary file).
         server.protocol.connectionLost(Failure(ConnectionDone()))
@@ -128,19 +141,32 @@ def check(chunks: list[bytes]) -> None:
     assert not errors, errors[0]["log_failure"].getTraceback()
     data = b"".join(chunks)
     output = server.output()
-    switches = output.count(b" 101 Switching Protocols\r\n")
+    switches = output.count(SWITCHED)
     assert switches <= 1
     SEEN["switched"] += switches
     SEEN["refused"] += bool(re.search(rb"HTTP/1\.1 4\d\d ", output))
     if switches:
-        # (2) a plausible upgrade request came first, and nothing HTTP follows
-        # the 101 (what follows it is the recording protocol's, which writes none)
-        assert _UPGRADE_REQUEST.search(data), data
-        assert output.endswith(b"\r\n\r\n"), output[-200:]
+        assert switchedIn is not None
+        # (2) nothing follows the 101's head (the recording protocol writes
+        # none), and a plausible upgrade request came before the hand-over
+        assert output[output.index(SWITCHED) :].partition(b"\r\n\r\n")[2] == b"", output[-200:]
         assert len(irc.built) == 1
-        # (3) the protocol got exactly a suffix of the input, once
-        received = irc.built[0].data
-        assert data.endswith(received)
+        protocol = irc.built[0]
+        assert protocol.made == 1
+        # (3) the protocol got the input from its hand-over point to the end:
+        # every byte of the later reads, none twice, none of the request's
+        received = protocol.data
+        start = len(data) - len(received)
+        assert data[start:] == received, (data, received)
+        assert switchedIn[0] <= start <= switchedIn[1], (switchedIn, start)
+        assert _UPGRADE_REQUEST.search(data[:start]), data
+        # ... and the hand-over point is the end of the request switched:
+        # its head's empty line, then its Content-Length body (a chunked
+        # body ends with an empty line too)
+        switched = handler.asked[-1]
+        chunked = switched.headers.hasHeader(b"transfer-encoding")
+        ending = b"\r\n\r\n" + (b"" if chunked else switched.body)
+        assert data[:start].endswith(ending), (data[:start][-100:], ending)
     else:
         assert irc.built == []
     # (4) at most one final response per request line sent
@@ -148,6 +174,18 @@ def check(chunks: list[bytes]) -> None:
     requests = len(re.findall(rb" HTTP/1\.[01]\r\n", data)) + 1
     finals = sum(1 for r in _responses(output) if r >= 200)
     assert finals <= requests
+
+
+class _AskedFactoryHandler(FactoryHandler):
+    """The handler a plain factory gets, recording the requests it is asked about."""
+
+    def __init__(self, factory: RecordingFactory) -> None:
+        super().__init__(factory)
+        self.asked: list[UpgradeRequest] = []
+
+    def upgrade(self, request: UpgradeRequest, product: bytes) -> Any:
+        self.asked.append(request)
+        return super().upgrade(request, product)
 
 
 def _responses(output: bytes) -> list[int]:

@@ -36,6 +36,7 @@ def test_clientLeavingAtEveryByteLeavesNothingBehind(offset: int, logged) -> Non
     assert server.clock.getDelayedCalls() == []
     assert logged.failures(BaseException) == []
     assert b" 101 " not in server.output()
+    assert len(server.site.connections) == 0 and server.site.limits.upgraded == 0
 
 
 def test_tenThousandUpgradesLeaveNoChannelRequestOrTimerAlive() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.settings
 import hyperframe.frame
@@ -133,8 +134,12 @@ def test_prefaceInTheSamePacketAsTheRequest() -> None:
     client = Client(server)
     client.request(together=client.conn.data_to_send())
     client.exchange()
-    assert client.response(1)[1] == b"GET / b''"
+    headers, body, ended = client.response(1)
+    assert (headers[b":status"], body, ended) == (b"200", b"GET / b''", True)
     assert any(isinstance(e, h2.events.SettingsAcknowledged) for e in client.events)
+    # The preface was read as the client's, not an error: no GOAWAY, still open.
+    assert not [e for e in client.events if isinstance(e, h2.events.ConnectionTerminated)]
+    assert not server.closed
 
 
 def test_requestBodyBecomesStream1Body() -> None:
@@ -224,8 +229,9 @@ def test_missingDuplicateOrInvalidSettingsAnswerInHTTP11(settings: list[bytes]) 
     """UPG-55, UPG-56: never a 101; the connection stays usable."""
     server = h2cServer()
     server.send(h2cRequest(settings), b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
-    responses, _rest = parseResponses(server.output())
-    assert [r.code for r in responses] == [200, 200]
+    responses, rest = parseResponses(server.output())
+    assert [r.code for r in responses] == [200, 200] and rest == b""
+    assert [r.body for r in responses] == [b"GET / b''", b"GET /next b''"]
     assert not server.closed
 
 
@@ -280,11 +286,14 @@ def test_dataOnStream1IsAStreamError() -> None:
     client.exchange()
     raw = b"\x00\x00\x03\x00\x00\x00\x00\x00\x01abc"
     server.send(raw)
-    out = run(server)
-    # RST_STREAM(STREAM_CLOSED) on stream 1, or GOAWAY: either way not accepted.
-    assert (b"\x00\x00\x04\x03\x00\x00\x00\x00\x01\x00\x00\x00\x05" in out) or (
-        out[3:4] == b"\x07"
-    ), out
+    # RST_STREAM(STREAM_CLOSED) on stream 1, and nothing else: no GOAWAY.
+    sent = [(type(f).__name__, f.stream_id, f.error_code) for f in frames(run(server))]
+    assert sent == [("RstStreamFrame", 1, h2.errors.ErrorCodes.STREAM_CLOSED)]
+    # A stream error, not a connection error: the connection serves stream 3.
+    assert not server.closed
+    client.conn.send_headers(3, get(b"/three"), end_stream=True)
+    client.exchange()
+    assert client.response(3)[1] == b"GET /three b''"
 
 
 def test_http11AfterThe101IsAProtocolError() -> None:
@@ -293,9 +302,12 @@ def test_http11AfterThe101IsAProtocolError() -> None:
     server.send(h2cRequest())
     server.clear()
     server.send(b"GET / HTTP/1.1\r\n\r\n")
-    out = server.output()
-    assert b"\x07\x00\x00\x00\x00\x00" in out  # a GOAWAY frame on stream 0
+    # One frame: GOAWAY(PROTOCOL_ERROR), stream 1 the last one processed.
+    [goaway] = frames(server.output())
+    assert isinstance(goaway, hyperframe.frame.GoAwayFrame)
+    assert (goaway.error_code, goaway.last_stream_id) == (h2.errors.ErrorCodes.PROTOCOL_ERROR, 1)
     assert server.closed
+    assert server.resource.seen == [(b"GET", b"/", b"")]  # stream 1 only; the GET is not served
 
 
 def test_aProtocolErrorUnderLimitsAndDrainIsCountedOutOnce() -> None:

@@ -200,8 +200,11 @@ async def test_serverSideCloseReallyCloses(secure: bool, certificate: Path) -> N
         f"ssl:0:interface={HOST}:privateKey={certificate}" if secure else f"tcp:0:interface={HOST}"
     )
     try:
+        # readUntilClosed returns only once the server has closed (else it times out).
         data = await inThread(closeFromServer, running.number, secure)
-        assert data.endswith(b"\r\n\r\nbye")
+        assert data == (
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: closer\r\n\r\nbye"
+        )
     finally:
         await running.port.stopListening()
 

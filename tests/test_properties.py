@@ -44,7 +44,10 @@ def test_anySplitDeliversExactlyTheTrailingBytes(
     responses, rest = parseResponses(server.output())
     assert [r.code for r in responses] == [101]
     assert rest == b""
-    assert ircFactory.last.data == trailing
+    protocol = ircFactory.last  # one protocol, connected once
+    assert protocol.made == 1
+    assert protocol.data == trailing
+    assert server.resource.seen == []  # no request of the stream was served as HTTP
 
 
 @settings(max_examples=300, deadline=None)
@@ -88,6 +91,12 @@ def test_anySplitOfADeclinedUpgradeThenARequestYieldsBothInOrder(
     assert responses[1].body == b"GET /b b''"
     assert rest == b""
     assert ircFactory.built == []
+    # The resource saw the two requests, in the order they were sent, once each.
+    method = declined.split(b" ")[0]
+    assert server.resource.seen == [
+        (method, b"/a", b"abc" if method == b"POST" else b""),
+        (b"GET", b"/b", b""),
+    ]
 
 
 # -- the fast path and the usual path answer alike ----------------------------

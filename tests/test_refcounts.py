@@ -163,6 +163,9 @@ async def upgradeAndClose(
     finally:
         await port.stopListening()
     assert len(tracked.lost) == count
+    # Every connection was tracked (its protocol and transport at least), so
+    # that alive() == [] says they were freed, not that none was watched.
+    assert len(tracked.refs) >= 2 * count
     return tracked
 
 

@@ -61,11 +61,16 @@ def test_invalidProductsRaise(product: bytes | str) -> None:
         UpgradeRegistry().register(product, CountingFactory())
 
 
-def test_duplicateProductRaisesWhateverTheCase() -> None:
+@pytest.mark.parametrize("again", [b"IRC/6.9", b"irc/6.9", b"Irc/6.9", "IRC/6.9"])
+def test_duplicateProductRaisesWhateverTheCase(again: bytes | str) -> None:
     registry = UpgradeRegistry()
-    registry.register(b"IRC/6.9", CountingFactory())
+    first = CountingFactory()
+    registry.register(b"IRC/6.9", first)
     with pytest.raises(ValueError, match="registered already"):
-        registry.register(b"irc/6.9", CountingFactory())
+        registry.register(again, CountingFactory())
+    # The first registration stands, as it was spelt.
+    assert registry.products() == [b"IRC/6.9"]
+    assert registry.lookup(key(b"irc/6.9")).factory is first  # type: ignore[union-attr]
 
 
 def test_wrongKindOfHandlerRaises() -> None:
