@@ -300,3 +300,21 @@ def test_theFastPathAndHTTPAnswerAnUpgradeRequestWithTheSameBytes() -> None:
                     output = re.sub(rb"\r\nDate: [^\r]*", b"", server.output())
                     outputs.append((output, server.closed))
                 assert outputs[0] == outputs[1], (answer, request, advertise)
+
+
+def test_anAnswerTheFastPathWritesIsLoggedButNotAsAnUpgrade(logged) -> None:  # type: ignore[no-untyped-def]
+    from upgradable import Reject
+
+    server, _ = scripted(Reject(405))
+    records: list[object] = []
+    original = type(server.site).log
+
+    def log(request: object) -> None:
+        records.append(request)
+        original(server.site, request)
+
+    server.site.log = log  # type: ignore[method-assign]
+    server.send(IRC_REQ)
+    [record] = records
+    assert (record.code, record.method, record.uri) == (405, b"GET", b"/")  # type: ignore[attr-defined]
+    assert not [e for e in logged.events if "Upgraded" in str(e.get("log_format"))]

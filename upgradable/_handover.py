@@ -2,7 +2,8 @@
 #
 # Twisted has no public way to give a connected transport to another
 # protocol (twisted/twisted#3204, #8301). Every carrier here (the server's
-# fast path, its HTTP channel, the client) does it the same way:
+# fast path, its HTTP channel, the client) does it the same way (the client
+# reroutes, then connects and delivers itself, to fire its Deferred between):
 #
 # 1. The protocol that has the connection stops everything of its own (its
 #    timers, its producer registration) and says what it read and did not

@@ -135,11 +135,14 @@ class UpgradableSite(Site):
         writes it (``logPath``, ``logFormatter``). A request that switched
         protocols comes as a :class:`~upgradable.SwitchedRequest` (code 101)
         and is also recorded as an info event, ``Upgraded {peer} to {product}
-        ({method} {uri})``. Replace this method with one that does nothing
+        ({method} {uri})``. An upgrade request that a new connection answered
+        itself (a Reject, a 500, a 503) comes as an ``AnsweredRequest`` with
+        its status, and is not recorded as upgraded. Replace this method with
+        one that does nothing
         (as with any ``Site``) and neither is recorded.
         """
         super().log(request)
-        if isinstance(request, SwitchedRequest):
+        if isinstance(request, SwitchedRequest) and not isinstance(request, AnsweredRequest):
             # The peer address is rendered only by an observer that formats
             # the event (its repr is the costly part).
             _log.info(
@@ -238,10 +241,11 @@ class _NewConnection(Protocol):
     """
     A site's connection until its first bytes: counted in the site's
     connections, closed when idle for the site's ``timeOut`` (as
-    ``HTTPChannel`` would), nothing else. Its first bytes either switch it
-    at once (the fast path) or are given, with the connection, to the HTTP
-    stack. Either way its own entry points are rebound to the protocol that
-    took over, and the transport is pointed at that protocol.
+    ``HTTPChannel`` would). When its first bytes are a plain upgrade request
+    it decides that request itself, whatever the answer (see the module's
+    note); otherwise, and after any answer but a switch, the connection goes
+    to the HTTP stack. Either way its own entry points are rebound to the
+    protocol that took over, and the transport is pointed at that protocol.
     """
 
     #: As HTTPChannel's: how long a timed-out connection may take to close.
