@@ -675,9 +675,7 @@ class UpgradableHTTPChannel(HTTPChannel):
             if b"close" not in options and not headers.hasHeader(b"upgrade"):
                 # RFC 9110 §7.8: advertise in any other response; the
                 # upgrade option keeps intermediaries from forwarding it.
-                products = self.registry.products()
-                if self.isSecure():
-                    products = [p for p in products if not _cleartextOnly(p)]
+                products = advertisedProducts(self.registry, self.isSecure())
                 if products:
                     headers.setRawHeaders(b"Upgrade", [b", ".join(products)])
                     if b"upgrade" not in options:
@@ -698,6 +696,18 @@ def _cleartextOnly(product: bytes) -> bool:
     """Whether ``product`` names a protocol over cleartext only (h2c)."""
     parsed = parseProduct(product)
     return parsed is not None and parsed.key in CLEARTEXT_ONLY
+
+
+def advertisedProducts(registry: UpgradeRegistry, secure: bool) -> list[bytes]:
+    """
+    The products a response lists in ``Upgrade`` (RFC 9110 §7.8): every one
+    ``registry`` serves, but none that runs over cleartext only on a
+    ``secure`` connection.
+    """
+    products = registry.products()
+    if secure:
+        products = [p for p in products if not _cleartextOnly(p)]
+    return products
 
 
 def offersFor(
@@ -747,7 +757,8 @@ def decideFirst(
     no body or Expect, every line valid by Twisted's own parsers, within the
     limits) that offers a product ``registry`` serves, ask that product's
     handler, without Twisted's line parser, ``Request`` or ``Headers``
-    machinery. Return the request, the product, the handler's answer (an
+    machinery. Return the request, the offers (the first is the one asked),
+    the handler's answer (an
     Accept, Decline, Reject, Deferred, or the Failure it raised) and the
     bytes after the request; None when the request is anything else (no
     handler was asked), for the usual path to parse.
@@ -864,24 +875,18 @@ def _oneValidHost(hosts: Sequence[bytes] | None) -> bool:
     )
 
 
-class SwitchedRequest:
+class _LoggedRequest:
     """
-    What a site's access log gets for a request that switched protocols: the
-    parts of :class:`~twisted.web.http.Request` that Twisted's log
-    formatters read, and the product switched to.
-
-    :ivar product: the product the connection switched to, as the 101 named
-        it, e.g. ``b"websocket"``.
-    :ivar request: the upgrade request.
+    The parts of :class:`~twisted.web.http.Request` that Twisted's access
+    log formatters read, for an upgrade request that never became one.
     """
 
-    code = 101
-    code_message = RESPONSES[101]
+    code: int
+    code_message: bytes
     sentLength = 0
 
-    def __init__(self, request: UpgradeRequest, product: bytes) -> None:
+    def __init__(self, request: UpgradeRequest) -> None:
         self.request = request
-        self.product = product
         self.method = request.method
         self.uri = request.uri
         self.path = request.path
@@ -897,17 +902,34 @@ class SwitchedRequest:
         return values[-1] if values else None
 
 
-class AnsweredRequest(SwitchedRequest):
+class SwitchedRequest(_LoggedRequest):
+    """
+    What a site's access log gets for a request that switched protocols: the
+    parts of :class:`~twisted.web.http.Request` that Twisted's log
+    formatters read, and the product switched to.
+
+    :ivar product: the product the connection switched to, as the 101 named
+        it, e.g. ``b"websocket"``.
+    :ivar request: the upgrade request.
+    """
+
+    code = 101
+    code_message = RESPONSES[101]
+
+    def __init__(self, request: UpgradeRequest, product: bytes) -> None:
+        super().__init__(request)
+        self.product = product
+
+
+class AnsweredRequest(_LoggedRequest):
     """
     What a site's access log gets for an upgrade request that a site's new
-    connection answered itself (a Reject, a 500 or a 503): as
-    :class:`SwitchedRequest`, with the status and the body's length.
+    connection answered itself (a Reject, a 500 or a 503): its status and
+    the length of the body sent.
     """
 
-    product = b""
-
     def __init__(self, request: UpgradeRequest, code: int, reason: bytes, sent: int) -> None:
-        super().__init__(request, b"")
+        super().__init__(request)
         self.code = code
         self.code_message = reason
         self.sentLength = sent
@@ -953,9 +975,6 @@ def responseHead(
         lines.extend(name + b": " + value for value in values)
     lines.append(b"\r\n")
     return b"\r\n".join(lines)
-
-
-_NOTHING = object()
 
 
 def _discardRequest(command: bytes, path: bytes, version: bytes) -> None:

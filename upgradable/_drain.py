@@ -38,7 +38,7 @@ class HTTPConnection(Protocol):
         """Serve no request after the current one (close now if none)."""
 
 
-__all__ = ["Connections", "goAway", "plural"]
+__all__ = ["Connections", "goAway", "logPrefixOf", "plural"]
 
 _log = Logger()
 
@@ -268,8 +268,7 @@ class _Tracked:
             connections._check()
 
     def logPrefix(self) -> str:
-        logPrefix = getattr(self.protocol, "logPrefix", None)
-        return logPrefix() if logPrefix is not None else type(self.protocol).__name__
+        return logPrefixOf(self.protocol)
 
     def __repr__(self) -> str:
         return f"<_Tracked {self.protocol!r}>"
@@ -312,6 +311,12 @@ def goAway(protocol: IProtocol, transport: Any) -> None:
     except Exception:
         _log.failure("{protocol!r} failed to go away; closing", protocol=protocol)
         transport.abortConnection()
+
+
+def logPrefixOf(protocol: Any) -> str:
+    """What a wrapper in front of ``protocol`` names in the transport's log lines."""
+    logPrefix = getattr(protocol, "logPrefix", None)
+    return logPrefix() if logPrefix is not None else type(protocol).__name__
 
 
 def plural(count: int, noun: str) -> str:

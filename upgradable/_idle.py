@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides
 
-from ._drain import goAway
+from ._drain import goAway, logPrefixOf
 
 __all__ = ["IdleWatch"]
 
@@ -74,8 +74,7 @@ class IdleWatch:
         self.protocol.connectionLost(reason, *args, **kwargs)
 
     def logPrefix(self) -> str:
-        logPrefix = getattr(self.protocol, "logPrefix", None)
-        return logPrefix() if logPrefix is not None else type(self.protocol).__name__
+        return logPrefixOf(self.protocol)
 
     def expired(self) -> None:
         self.timer = None

@@ -37,6 +37,7 @@ from ._channel import (
     UpgradableHTTPChannel,
     UpgradeLimits,
     _full,
+    advertisedProducts,
     decideFirst,
     responseHead,
     switchProtocols,
@@ -45,7 +46,7 @@ from ._decisions import Accept, UpgradeRequest
 from ._handover import GenericHTTPChannelProtocol, channelOf, peerTupleOf, reroute, writeNow
 from ._negotiation import Negotiation
 from ._registry import UpgradeRegistry
-from ._tokens import CLEARTEXT_ONLY, Product, connectionOptions, parseProduct
+from ._tokens import Product, connectionOptions
 from ._transport import LocalAddresses
 
 __all__ = ["UpgradableSite"]
@@ -142,7 +143,7 @@ class UpgradableSite(Site):
         (as with any ``Site``) and neither is recorded.
         """
         super().log(request)
-        if isinstance(request, SwitchedRequest) and not isinstance(request, AnsweredRequest):
+        if isinstance(request, SwitchedRequest):
             # The peer address is rendered only by an observer that formats
             # the event (its repr is the costly part).
             _log.info(
@@ -228,12 +229,6 @@ class _TrackedHTTPProtocol(GenericHTTPChannelProtocol):
             super().connectionLost(reason)
         finally:
             self._connections.closed(self._tracked)
-
-
-def cleartextOnly(product: bytes) -> bool:
-    """Whether ``product`` names a protocol over cleartext only (h2c)."""
-    parsed = parseProduct(product)
-    return parsed is not None and parsed.key in CLEARTEXT_ONLY
 
 
 @implementer(IHalfCloseableProtocol)
@@ -412,9 +407,7 @@ class _NewConnection(Protocol):
         close = close or closeFirst
         advertised: Sequence[bytes] = ()
         if site.advertise and site.registry:
-            advertised = site.registry.products()
-            if request.secure:
-                advertised = [p for p in advertised if not cleartextOnly(p)]
+            advertised = advertisedProducts(site.registry, request.secure)
         transport = self.transport
         sent = 0 if request.method == b"HEAD" else len(body)
         writeNow(transport, responseHead(code, reason, headers, body, closeFirst, close,
