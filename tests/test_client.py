@@ -28,7 +28,8 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
 from upgradable import Accept, Reject, UpgradableSite, UpgradeRegistry
-from upgradable.client import UpgradeFailed, UpgradeTimeout, _requestHead, upgrade
+from upgradable._core import clientRequest
+from upgradable.client import UpgradeFailed, UpgradeTimeout, upgrade
 from upgradable.protocols.echo import EchoFactory
 
 from .conftest import requirePeer
@@ -257,7 +258,7 @@ def test_theRequestIsWhatTheCallerAskedFor() -> None:
 def test_hostsAreWrittenAsTheHostFieldWantsThem() -> None:
     """IPv6 literals in brackets, international names in IDNA (RFC 9110 §7.2)."""
     assert b"\r\nHost: [::1]:81\r\n" in sentBy(url="http://[::1]:81/")[1]
-    _, _, _, _, head = _requestHead("http://bücher.example/", [b"x"], None, None, b"GET")
+    _, _, _, _, head = clientRequest("http://bücher.example/", [b"x"], None, None, b"GET")
     assert b"\r\nHost: xn--bcher-kva.example\r\n" in head
 
 

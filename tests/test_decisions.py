@@ -135,7 +135,7 @@ def fastPathRequest(head: bytes) -> UpgradeRequest:
     from zope.interface import implementer
 
     from upgradable import Accept, UpgradableSite, UpgradeRegistry
-    from upgradable._channel import decideFirst
+    from upgradable._site import decideFirst
     from upgradable.interfaces import IUpgradeHandler
 
     from .helpers import RecordingFactory

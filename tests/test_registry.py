@@ -11,8 +11,8 @@ from twisted.web.http_headers import Headers
 from zope.interface.verify import verifyObject
 
 from upgradable import UpgradeRegistry
+from upgradable._core import parseProduct
 from upgradable._registry import FactoryHandler
-from upgradable._tokens import parseProduct
 from upgradable.interfaces import IUpgradeHandler
 
 from .helpers import ScriptedHandler

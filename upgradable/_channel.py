@@ -31,37 +31,32 @@ from collections.abc import Callable, Sequence
 from io import BytesIO
 from typing import Any
 
-from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, ISSLTransport
+from twisted.internet.interfaces import IHalfCloseableProtocol, ISSLTransport
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import RESPONSES, HTTPChannel, Request
+from twisted.web.http import HTTPChannel, Request
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
-from ._decisions import (
-    Accept,
-    UpgradeRequest,
-    _newRequest,
-    _PackedHeaders,
-    parseFields,
+from ._core import (
+    REQUEST_START,
+    Product,
+    connectionOptions,
+    errorResponse,
+    mayUpgrade,
+    oneValidHost,
+    reasonPhrase,
+    servedOver,
+    switchingHead,
+    withoutCleartextOnly,
 )
+from ._decisions import Accept, UpgradeRequest
 from ._drain import Connections
-from ._handover import (
-    canonicalName,
-    fieldsOf,
-    parseRequestLine,
-    takeOver,
-    throughProxyProtocol,
-    writeNow,
-)
+from ._handover import fieldsOf, takeOver, throughProxyProtocol, writeNow
 from ._idle import IdleWatch
-from ._negotiation import Negotiation, ask
+from ._negotiation import Negotiation
 from ._registry import Offers, UpgradeRegistry
-from ._status import reasonPhrase
-from ._tokens import CLEARTEXT_ONLY, Product, connectionOptions, parseProduct
-from ._transport import LocalAddresses
-from .interfaces import IUpgradeHandler
 
 __all__ = ["HALF_CLOSED_WAIT", "SwitchedRequest", "UpgradableHTTPChannel", "UpgradeLimits"]
 
@@ -74,14 +69,7 @@ HALF_CLOSED_WAIT = 10.0
 #: nginx's ``client_max_body_size`` (whose default is 1 MiB too).
 DEFAULT_MAX_UPGRADE_BODY = 1024 * 1024
 
-_Offer = tuple[Product, IUpgradeHandler]
 _NO_OFFERS: Offers = ((), ())
-
-_REQUEST_START = frozenset(
-    b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz\r\n"
-)
-# Bytes that cannot appear in a valid Host value (RFC 9112 §3.2, RFC 3986).
-_NOT_IN_HOST = b" \t,/@\\"
 
 # A module-level logger: events carry no reference to the channel, so an
 # observer that keeps events (the start-up buffer does) keeps no connection.
@@ -250,7 +238,7 @@ class UpgradableHTTPChannel(HTTPChannel):
             # A request starts with a method (a token) or an empty line;
             # anything else (a TLS ClientHello, binary junk) is not HTTP, and
             # RFC 9931 (R19) expects a parsing error and a close at once.
-            if pending[0] not in _REQUEST_START:
+            if pending[0] not in REQUEST_START:
                 self._respondError(400)
                 return
         # LineReceiver only looks at a line once it is complete (or past
@@ -274,7 +262,7 @@ class UpgradableHTTPChannel(HTTPChannel):
         if self._version == b"HTTP/1.1":
             # RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request
             # without a Host field or with more than one.
-            if not _oneValidHost(fields.get(b"Host")):
+            if not oneValidHost(fields.get(b"Host")):
                 self._respondError(400)
                 return
         if b"Upgrade" not in fields:
@@ -352,13 +340,7 @@ class UpgradableHTTPChannel(HTTPChannel):
         self.dataReceived = _discard  # type: ignore[method-assign]
         self._dataBuffer = []
         self.clearLineBuffer()
-        reason = reasonPhrase(code)
-        body = reason + b"\n"
-        self.transport.write(
-            b"HTTP/1.1 %d %s\r\nConnection: close\r\n"
-            b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n\r\n%s"
-            % (code, reason, len(body), body)
-        )
+        self.transport.write(errorResponse(code))
         self.loseConnection()
 
     # -- negotiation ------------------------------------------------------
@@ -692,12 +674,6 @@ def _full(limits: UpgradeLimits) -> bool:
     return limit is not None and limits.upgraded >= limit
 
 
-def _cleartextOnly(product: bytes) -> bool:
-    """Whether ``product`` names a protocol over cleartext only (h2c)."""
-    parsed = parseProduct(product)
-    return parsed is not None and parsed.key in CLEARTEXT_ONLY
-
-
 def advertisedProducts(registry: UpgradeRegistry, secure: bool) -> list[bytes]:
     """
     The products a response lists in ``Upgrade`` (RFC 9110 §7.8): every one
@@ -705,9 +681,7 @@ def advertisedProducts(registry: UpgradeRegistry, secure: bool) -> list[bytes]:
     ``secure`` connection.
     """
     products = registry.products()
-    if secure:
-        products = [p for p in products if not _cleartextOnly(p)]
-    return products
+    return withoutCleartextOnly(products) if secure else products
 
 
 def offersFor(
@@ -720,105 +694,16 @@ def offersFor(
     """
     The valid products a request offered (as sent), and those of them
     ``registry`` could switch to with their handlers, in the client's order;
-    both empty when the request may not switch at all. ``fields`` are the
-    request's header fields by canonical name (``Headers._rawHeaders``); on
-    a ``secure`` (TLS) connection no cleartext-only product (h2c) is served.
+    both empty when the request may not switch at all (see
+    :func:`upgradable._core.mayUpgrade`). ``fields`` are the request's
+    header fields by canonical name; on a ``secure`` (TLS) connection no
+    cleartext-only product (h2c) is served.
     """
-    if version != b"HTTP/1.1" or not registry:
-        # RFC 9110 §7.8: a server MUST ignore Upgrade in HTTP/1.0.
+    upgrade = mayUpgrade(command, version, fields) if registry else None
+    if upgrade is None:
         return _NO_OFFERS
-    upgrade = fields.get(b"Upgrade")
-    if upgrade is None or command == b"CONNECT":
-        return _NO_OFFERS
-    # RFC 9110 §7.8: the sender MUST list "upgrade" in Connection; one
-    # without it passed an intermediary that should have dropped it.
-    if b"upgrade" not in connectionOptions(fields.get(b"Connection", ())):
-        return _NO_OFFERS
-    offers = registry.offers(upgrade)
-    if secure and any(product.key in CLEARTEXT_ONLY for product, _ in offers[1]):
-        # RFC 9113 §3.1: h2c never runs over TLS, whatever its handler says.
-        served = tuple(offer for offer in offers[1] if offer[0].key not in CLEARTEXT_ONLY)
-        return offers[0], served
-    return offers
-
-
-def decideFirst(
-    data: bytes,
-    registry: UpgradeRegistry,
-    limits: UpgradeLimits,
-    transport: Any,
-    site: Any,
-    peer: IAddress | None = None,
-    local: LocalAddresses | None = None,
-) -> tuple[UpgradeRequest, Sequence[_Offer], object, bytes] | None:
-    """
-    The fast path, for a connection's first bytes: when they hold a whole
-    upgrade request of the plainest kind (HTTP/1.1, exactly one valid Host,
-    no body or Expect, every line valid by Twisted's own parsers, within the
-    limits) that offers a product ``registry`` serves, ask that product's
-    handler, without Twisted's line parser, ``Request`` or ``Headers``
-    machinery. Return the request, the offers (the first is the one asked),
-    the handler's answer (an
-    Accept, Decline, Reject, Deferred, or the Failure it raised) and the
-    bytes after the request; None when the request is anything else (no
-    handler was asked), for the usual path to parse.
-
-    ``peer`` is ``transport.getPeer()`` when the caller knows it already;
-    ``local`` finds the local address without asking the transport, where
-    it can.
-    """
-    end = data.find(b"\r\n\r\n")
-    if end <= 0:
-        return None
-    head = data[:end]
-    # Cheap test first: most first requests that do not upgrade stop here.
-    if b"pgrade:" not in head or _full(limits):
-        return None
-    lines = head.split(b"\r\n")
-    fields = len(lines) - 1
-    if fields > limits.maxHeaders or end - 2 * fields > limits.maxHeaderSize:
-        return None
-    # No NUL anywhere, and no CR or LF but the line ends.
-    if b"\x00" in head or head.count(b"\r") != fields or head.count(b"\n") != fields:
-        return None
-    try:
-        command, target, version = parseRequestLine(lines[0])
-    except ValueError:
-        return None
-    raw = parseFields(lines[1:])
-    if raw is None:
-        return None
-    if (
-        not _oneValidHost(raw.get(b"Host"))
-        or b"Content-Length" in raw
-        or b"Transfer-Encoding" in raw
-        or b"Expect" in raw
-    ):
-        return None
-    secure = ISSLTransport.providedBy(transport)
-    offered, offers = offersFor(registry, command, version, raw, secure)
-    if not offers:
-        return None
-    # The field lines as they arrived: a protocol that keeps the request
-    # (keepable) keeps them rather than the dict.
-    headers = _PackedHeaders(head[len(lines[0]) + 2 :], raw)
-    upgradeRequest = _newRequest(
-        command,
-        target,
-        target.split(b"?", 1)[0],
-        version,
-        headers,
-        b"",
-        offered,
-        transport.getPeer() if peer is None else peer,
-        transport.getHost() if local is None else local.of(transport),
-        secure,
-        site,
-        None,
-        throughProxyProtocol(transport),
-    )
-    product, handler = offers[0]
-    return upgradeRequest, offers, ask(handler, upgradeRequest, product), data[end + 4 :]
+    offered, served = registry.offers(upgrade)
+    return offered, servedOver(served, secure)
 
 
 def switchProtocols(
@@ -845,15 +730,7 @@ def switchProtocols(
     watch = None if idle is None else IdleWatch(protocol, transport, idle, callLater)
     receiver = connections.switched(old, protocol, transport, watch)
 
-    head = [
-        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: ",
-        product.raw,
-        b"\r\n",
-    ]
-    for name, value in accept.headers:
-        head += [name, b": ", value, b"\r\n"]
-    head.append(b"\r\n")
-    writeNow(transport, b"".join(head))
+    writeNow(transport, switchingHead(product.raw, accept.headers))
 
     # The site's access log (UpgradableSite's also emits the "Upgraded"
     # event); a site that keeps no log spends nothing here.
@@ -864,15 +741,6 @@ def switchProtocols(
             _log.failure("The access log failed for an upgraded request")
 
     takeOver(old, transport, protocol, leftover, receiver)
-
-
-def _oneValidHost(hosts: Sequence[bytes] | None) -> bool:
-    """RFC 9112 §3.2: exactly one Host field, and a value a host can have."""
-    return (
-        hosts is not None
-        and len(hosts) == 1
-        and len(hosts[0].translate(None, _NOT_IN_HOST)) == len(hosts[0])
-    )
 
 
 class _LoggedRequest:
@@ -914,7 +782,7 @@ class SwitchedRequest(_LoggedRequest):
     """
 
     code = 101
-    code_message = RESPONSES[101]
+    code_message = reasonPhrase(101)
 
     def __init__(self, request: UpgradeRequest, product: bytes) -> None:
         super().__init__(request)
@@ -933,48 +801,6 @@ class AnsweredRequest(_LoggedRequest):
         self.code = code
         self.code_message = reason
         self.sentLength = sent
-
-
-def responseHead(
-    code: int,
-    reason: bytes,
-    headers: Sequence[tuple[bytes, bytes]],
-    body: bytes,
-    closeFirst: bool,
-    close: bool,
-    advertised: Sequence[bytes],
-) -> bytes:
-    """
-    The head of the response to an upgrade request that the channel would
-    write through Twisted's ``Request`` (see ``_respond``), byte for byte:
-    fields named as Headers names them, in its order (a name's values
-    together, where it first came), framed with ``Content-Length``.
-
-    :param closeFirst: the request asked to close (or a drain began), so
-        ``Connection: close`` comes first, as ``checkPersistence`` sets it.
-    :param close: the answer closes the connection.
-    :param advertised: products to advertise (when the answer does not close).
-    """
-    fields: dict[bytes, list[bytes]] = {b"Connection": [b"close"]} if closeFirst else {}
-    for name, value in headers:
-        fields.setdefault(canonicalName(name), []).append(value)
-    fields[b"Content-Length"] = [b"%d" % len(body)]
-    if body and b"Content-Type" not in fields:
-        fields[b"Content-Type"] = [b"text/plain; charset=utf-8"]
-    if close:
-        fields[b"Connection"] = [b"close"]
-    if advertised:
-        connection = fields.get(b"Connection", [])
-        options = connectionOptions(connection)
-        if b"close" not in options and b"Upgrade" not in fields:
-            fields[b"Upgrade"] = [b", ".join(advertised)]
-            if b"upgrade" not in options:
-                fields[b"Connection"] = [*connection, b"Upgrade"]
-    lines = [b"HTTP/1.1 %d %s" % (code, reason)]
-    for name, values in fields.items():
-        lines.extend(name + b": " + value for value in values)
-    lines.append(b"\r\n")
-    return b"\r\n".join(lines)
 
 
 def _discardRequest(command: bytes, path: bytes, version: bytes) -> None:

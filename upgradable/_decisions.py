@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any, AnyStr
 
 from twisted.internet.interfaces import IAddress, IProtocol
-from twisted.web.http_headers import Headers, InvalidHeaderName
+from twisted.web.http_headers import Headers
 
+from ._core import NOT_IN_101, NOT_IN_REJECT, checkHeaders, reasonPhrase
+from ._core import parseFields as _parseFields
 from ._handover import CANONICAL_NAMES, RAW_HEADERS_SLOT, canonicalName
-from ._status import reasonPhrase
-from ._tokens import REMEMBERED, isToken
 
 __all__ = ["Accept", "Decision", "Decline", "Reject", "UpgradeRequest"]
 
@@ -113,29 +113,10 @@ def _newRequest(
 
 def parseFields(lines: Iterable[bytes]) -> dict[bytes, list[bytes]] | None:
     """
-    Header field lines as :class:`Headers` keeps them: each canonical name
-    (Twisted's own capitalisation) with its values in order, stripped of
-    whitespace (RFC 9112 §5.1). None when a line is not ``name: value`` with
-    a token for a name. The lines must hold no CR, LF or NUL.
+    Header field lines as :class:`Headers` keeps them, by Twisted's own
+    canonical names (see :func:`upgradable._core.parseFields`).
     """
-    raw: dict[bytes, list[bytes]] = {}
-    canonical = CANONICAL_NAMES
-    for line in lines:
-        name, colon, value = line.partition(b":")
-        if not colon:
-            return None
-        known = canonical.get(name)  # only names that passed encode() are there
-        if known is None:
-            try:
-                known = canonicalName(name)  # rejects what is not a token
-            except InvalidHeaderName:
-                return None
-        value = value.strip(b" \t")
-        if known in raw:
-            raw[known].append(value)
-        else:
-            raw[known] = [value]
-    return raw
+    return _parseFields(lines, canonicalName, CANONICAL_NAMES)
 
 
 class _PackedHeaders(Headers):
@@ -248,41 +229,6 @@ def keepable(request: UpgradeRequest) -> UpgradeRequest:
     )
 
 
-def _checkHeaders(
-    headers: Sequence[tuple[bytes, bytes]], forbidden: frozenset[bytes], owner: str
-) -> tuple[tuple[bytes, bytes], ...]:
-    """
-    Check header fields a handler supplies: names are tokens, values hold no
-    CR, LF or NUL, and none of the fields the channel frames itself appears.
-    """
-    checked = []
-    good = _goodNames.setdefault(forbidden, set())
-    for name, value in headers:
-        if not isinstance(name, bytes) or not isinstance(value, bytes):
-            raise TypeError(f"header names and values must be bytes: {name!r}: {value!r}")
-        if name not in good:
-            if not isToken(name):
-                raise ValueError(f"invalid header name {name!r}")
-            if name.lower() in forbidden:
-                raise ValueError(f"{owner} may not set {name.decode()}: the channel writes it")
-            if len(good) < REMEMBERED:
-                good.add(name)
-        if len(value.translate(None, b"\r\n\x00")) != len(value):
-            raise ValueError(f"header value for {name!r} contains CR, LF or NUL")
-        checked.append((name, value))
-    return tuple(checked)
-
-
-# Names that passed the checks, per set of forbidden names: a handler sends
-# the same few names on every handshake.
-_goodNames: dict[frozenset[bytes], set[bytes]] = {}
-
-# RFC 9110 §15.2: a 1xx has no body, so no framing fields; Connection and
-# Upgrade of the 101 are the channel's.
-_NOT_IN_101 = frozenset([b"content-length", b"transfer-encoding", b"connection", b"upgrade"])
-_NOT_IN_REJECT = frozenset([b"content-length", b"transfer-encoding"])
-
-
 @dataclass(frozen=True, slots=True)
 class Accept:
     """
@@ -308,7 +254,7 @@ class Accept:
                 "for a factory, accept factory.buildProtocol(request.peer)"
             )
         if self.headers != ():  # the default needs no checking
-            object.__setattr__(self, "headers", _checkHeaders(self.headers, _NOT_IN_101, "Accept"))
+            object.__setattr__(self, "headers", checkHeaders(self.headers, NOT_IN_101, "Accept"))
 
 
 _setProtocol, _setHeaders = (Accept.__dict__[name].__set__ for name in ("protocol", "headers"))
@@ -354,7 +300,7 @@ class Reject:
     def __post_init__(self) -> None:
         if not 400 <= self.code <= 599:
             raise ValueError(f"Reject needs a 4xx or 5xx status, not {self.code}")
-        object.__setattr__(self, "headers", _checkHeaders(self.headers, _NOT_IN_REJECT, "Reject"))
+        object.__setattr__(self, "headers", checkHeaders(self.headers, NOT_IN_REJECT, "Reject"))
         if not self.reason:
             object.__setattr__(self, "reason", reasonPhrase(self.code))
 

@@ -28,9 +28,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES
 
+from ._core import Product, reasonPhrase
 from ._decisions import Accept, Decline, Reject, UpgradeRequest
-from ._status import reasonPhrase
-from ._tokens import Product
 from .interfaces import IUpgradeHandler
 
 __all__ = ["Carrier", "Negotiation", "ask"]

@@ -1,7 +1,7 @@
 # Which handler serves which protocol product.
 #
 # A registry maps registered products (`name` or `name/version`) to handlers.
-# Lookups use the comparison key from _tokens (name ASCII-case-insensitive,
+# Lookups use the comparison key from _core (name ASCII-case-insensitive,
 # version exact), so `IRC/6.9` never matches `IRC`, `IRC/6.90` or `xIRC/6.9`.
 # Mistakes by the programmer (a duplicate or malformed product, a handler of
 # the wrong kind) raise at registration, never on a live connection.
@@ -13,8 +13,8 @@ from collections.abc import Iterator, Sequence
 from twisted.internet.interfaces import IProtocol, IProtocolFactory
 from zope.interface import implementer
 
+from ._core import REMEMBERED, Product, matchOffers, parseProduct, rememberable
 from ._decisions import Accept, Decision, Decline, UpgradeRequest, _trustedAccept
-from ._tokens import REMEMBERED, Product, parseProduct, parseUpgrade, rememberable
 from .interfaces import IUpgradeHandler
 
 __all__ = ["FactoryHandler", "Offers", "UpgradeRegistry"]
@@ -161,7 +161,7 @@ class UpgradeRegistry:
     def lookup(self, key: tuple[bytes, bytes | None]) -> IUpgradeHandler | None:
         """
         The handler for a product's comparison key (see
-        :func:`upgradable._tokens.parseProduct`), or None.
+        :func:`upgradable._core.parseProduct`), or None.
         """
         return self._handlers.get(key)
 
@@ -182,13 +182,7 @@ class UpgradeRegistry:
             return known
         if isinstance(upgrade, (bytes, str)) or not all(isinstance(v, bytes) for v in key):
             raise TypeError(f"offers takes the Upgrade field's lines as bytes, not {upgrade!r}")
-        offered = parseUpgrade(key)
-        served: list[tuple[Product, IUpgradeHandler]] = []
-        for product in offered:
-            handler = self.lookup(product.key)
-            if handler is not None:
-                served.append((product, handler))
-        result: Offers = (tuple(product.raw for product in offered), tuple(served))
+        result: Offers = matchOffers(key, self.lookup)
         # A subclass's lookup may answer differently from one call to the next.
         if type(self).lookup is UpgradeRegistry.lookup and rememberable(key):
             if len(self._offers) >= REMEMBERED:

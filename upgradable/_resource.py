@@ -5,8 +5,7 @@ from collections.abc import Iterable
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from ._status import reasonPhrase
-from ._tokens import parseProduct
+from ._core import parseProduct, reasonPhrase
 
 __all__ = ["UpgradeRequired"]
 

@@ -2,8 +2,9 @@
 #
 # A connection starts as a _NewConnection: no HTTP machinery, only the idle
 # timer and the site's count. When its first bytes are a plain upgrade
-# request (the fast path, _channel.decideFirst: a strict subset of what
-# HTTPChannel accepts, read as HTTPChannel reads it), that request is decided
+# request (the fast path, decideFirst: a plain head as the core's
+# plainUpgradeHead reads it, a strict subset of what HTTPChannel accepts,
+# read as HTTPChannel reads it), that request is decided
 # here, on this parse, whatever the answer: a switch, a Reject (or a 500 or
 # 503) written here, an answer to come (waited for here), or every handler
 # declining. After anything but a switch the connection gets the HTTP stack
@@ -20,7 +21,12 @@ from typing import Any
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IHalfCloseableProtocol, ITCPTransport
+from twisted.internet.interfaces import (
+    IAddress,
+    IHalfCloseableProtocol,
+    ISSLTransport,
+    ITCPTransport,
+)
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.tcp import Server
 from twisted.logger import Logger
@@ -38,16 +44,26 @@ from ._channel import (
     UpgradeLimits,
     _full,
     advertisedProducts,
-    decideFirst,
-    responseHead,
+    offersFor,
     switchProtocols,
 )
-from ._decisions import Accept, UpgradeRequest
-from ._handover import GenericHTTPChannelProtocol, channelOf, peerTupleOf, reroute, writeNow
-from ._negotiation import Negotiation
+from ._core import Product, answerHead, connectionOptions, plainUpgradeHead
+from ._decisions import Accept, UpgradeRequest, _newRequest, _PackedHeaders
+from ._handover import (
+    CANONICAL_NAMES,
+    GenericHTTPChannelProtocol,
+    canonicalName,
+    channelOf,
+    parseRequestLine,
+    peerTupleOf,
+    reroute,
+    throughProxyProtocol,
+    writeNow,
+)
+from ._negotiation import Negotiation, ask
 from ._registry import UpgradeRegistry
-from ._tokens import Product, connectionOptions
 from ._transport import LocalAddresses
+from .interfaces import IUpgradeHandler
 
 __all__ = ["UpgradableSite"]
 
@@ -231,6 +247,63 @@ class _TrackedHTTPProtocol(GenericHTTPChannelProtocol):
             self._connections.closed(self._tracked)
 
 
+def decideFirst(
+    data: bytes,
+    registry: UpgradeRegistry,
+    limits: UpgradeLimits,
+    transport: Any,
+    site: Any,
+    peer: IAddress | None = None,
+    local: LocalAddresses | None = None,
+) -> tuple[UpgradeRequest, Sequence[tuple[Product, IUpgradeHandler]], object, bytes] | None:
+    """
+    The fast path, for a connection's first bytes: when they hold a whole
+    upgrade request of the plainest kind (:func:`upgradable._core.plainUpgradeHead`)
+    within the limits, that offers a product ``registry`` serves, ask that
+    product's handler, without Twisted's line parser, ``Request`` or
+    ``Headers`` machinery. Return the request, the offers (the first is the
+    one asked), the handler's answer (an Accept, Decline, Reject, Deferred,
+    or the Failure it raised) and the bytes after the request; None when
+    the request is anything else (no handler was asked), for HTTPChannel to
+    parse.
+
+    ``peer`` is ``transport.getPeer()`` when the caller knows it already;
+    ``local`` finds the local address without asking the transport, where
+    it can.
+    """
+    if _full(limits):
+        return None
+    head = plainUpgradeHead(data, limits.maxHeaders, limits.maxHeaderSize, parseRequestLine,
+                            canonicalName, CANONICAL_NAMES)  # fmt: skip
+    if head is None:
+        return None
+    secure = ISSLTransport.providedBy(transport)
+    command, target, version = head.method, head.target, head.version
+    offered, offers = offersFor(registry, command, version, head.fields, secure)
+    if not offers:
+        return None
+    # The field lines as they arrived: a protocol that keeps the request
+    # (keepable) keeps them rather than the dict.
+    headers = _PackedHeaders(head.fieldBlock, head.fields)
+    upgradeRequest = _newRequest(
+        command,
+        target,
+        target.split(b"?", 1)[0],
+        version,
+        headers,
+        b"",
+        offered,
+        transport.getPeer() if peer is None else peer,
+        transport.getHost() if local is None else local.of(transport),
+        secure,
+        site,
+        None,
+        throughProxyProtocol(transport),
+    )
+    product, handler = offers[0]
+    return upgradeRequest, offers, ask(handler, upgradeRequest, product), head.rest
+
+
 @implementer(IHalfCloseableProtocol)
 class _NewConnection(Protocol):
     """
@@ -410,8 +483,9 @@ class _NewConnection(Protocol):
             advertised = advertisedProducts(site.registry, request.secure)
         transport = self.transport
         sent = 0 if request.method == b"HEAD" else len(body)
-        writeNow(transport, responseHead(code, reason, headers, body, closeFirst, close,
-                                         advertised) + body[:sent])  # fmt: skip
+        head = answerHead(code, reason, headers, body, closeFirst, close, advertised,
+                          canonicalName)  # fmt: skip
+        writeNow(transport, head + body[:sent])
         try:
             site.log(AnsweredRequest(request, code, reason, sent))
         except Exception:

@@ -10,11 +10,9 @@ hand the connection to a protocol of yours.
 from __future__ import annotations
 
 import math
-from base64 import b64encode
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
@@ -32,9 +30,15 @@ from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
-from ._decisions import _checkHeaders
+from ._core import (
+    checkSwitch,
+    clientRequest,
+    connectionOptions,
+    dechunk,
+    parseProduct,
+    parseResponseHead,
+)
 from ._handover import reroute
-from ._tokens import connectionOptions, isToken, parseProduct, parseUpgrade, splitList
 
 __all__ = [
     "UpgradeFailed",
@@ -114,28 +118,26 @@ class _UpgradeClient(Protocol):
                 if len(self.buffer) > _MAX_HEAD:
                     self._fail(0, Headers(), "response head too large")
                 return
-            status, headers = _parseHead(head)
+            status, fields = parseResponseHead(head)
             if 100 <= status < 200 and status != 101:
                 self.buffer = rest  # 100 Continue and friends: keep reading
                 continue
             break
         self.buffer = rest
+        headers = Headers()
+        for name, value in fields:
+            headers.addRawHeader(name, value)
         if status == 0:
             self._fail(0, headers, "the server did not answer in HTTP/1.1")
             return
         if status != 101:
             self._refused(status, headers, "the server did not switch protocols")
             return
-        # RFC 9110 §7.8: a 101 carries the `upgrade` connection option and
-        # names a protocol the client offered.
-        if b"upgrade" not in connectionOptions(headers.getRawHeaders(b"connection", ())):
-            self._fail(101, headers, "101 without the upgrade connection option")
+        product, wrong = checkSwitch(fields, self.offered)
+        if wrong:
+            self._fail(101, headers, wrong)
             return
-        products = parseUpgrade(headers.getRawHeaders(b"upgrade", ()))
-        if not products or products[0].key not in self.offered:
-            self._fail(101, headers, "101 names a protocol that was not offered")
-            return
-        self._switch(products[0].raw, rest)
+        self._switch(product, rest)
 
     def _switch(self, product: bytes, leftover: bytes) -> None:
         transport: Any = self.transport
@@ -176,7 +178,7 @@ class _UpgradeClient(Protocol):
     def _collectErrorBody(self) -> None:
         assert self.failure is not None
         if self.chunked:
-            body = _dechunk(self.buffer)
+            body = dechunk(self.buffer)
             if body is not None:
                 self._finishFailure(body[:_MAX_ERROR_BODY])
             elif len(self.buffer) >= _MAX_ERROR_BODY:
@@ -216,152 +218,6 @@ class _UpgradeClient(Protocol):
                 UpgradeFailed(0, Headers(), self.buffer[:_MAX_ERROR_BODY],
                               f"connection lost before the 101: {reason.getErrorMessage()}")
             )  # fmt: skip
-
-
-def _dechunk(data: bytes) -> bytes | None:
-    """The body of a complete chunked message in ``data``, or None if incomplete."""
-    body: list[bytes] = []
-    while True:
-        line, sep, rest = data.partition(b"\r\n")
-        if not sep:
-            return None
-        try:
-            size = int(line.split(b";", 1)[0].strip(), 16)
-        except ValueError:
-            return b"".join(body)  # malformed: keep what was understood
-        if size == 0:
-            return b"".join(body)
-        if len(rest) < size + 2:
-            return None
-        body.append(rest[:size])
-        data = rest[size + 2 :]
-
-
-def _parseHead(head: bytes) -> tuple[int, Headers]:
-    lines = head.split(b"\r\n")
-    parts = lines[0].split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-        return 0, Headers()
-    headers = Headers()
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        if colon and name and name == name.strip():
-            headers.addRawHeader(name, value.strip(b" \t"))
-    return int(parts[1]), headers
-
-
-# RFC 3986 §3.2.2: what a reg-name may hold (unreserved, sub-delims and
-# percent-encoding), which is also what the Host field may (RFC 9110 §7.2).
-_REG_NAME = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=%"
-)
-# Fields this client writes itself, and the framing of a body it never sends
-# (RFC 9112 §6: a Content-Length would make the server read the new
-# protocol's first bytes as a body).
-_NOT_FROM_CALLER = frozenset([b"content-length", b"transfer-encoding"])
-
-
-def _requestHead(
-    url: str | bytes,
-    protocols: Sequence[bytes],
-    headers: Sequence[tuple[bytes, bytes]] | None,
-    credentials: tuple[str | bytes, str | bytes] | None,
-    method: bytes,
-) -> tuple[bool, str, int, list[bytes], bytes]:
-    """
-    Check what a caller of :func:`upgrade` supplies, and build the request
-    from it: whether it is ``https``, the host and port to connect to, the
-    products offered, and the request's head. Nothing the caller gives reaches the wire unchecked,
-    so that no CR or LF in it can end a field or the head early.
-
-    :raises ValueError: a value that cannot be sent, named in the message.
-    :raises TypeError: a value of the wrong type.
-    """
-    if isinstance(url, bytes):
-        try:
-            url = url.decode("ascii")
-        except UnicodeDecodeError:
-            raise ValueError(f"the URL {url!r} is not ASCII: percent-encode it") from None
-    if not isinstance(url, str):
-        raise TypeError(f"the URL must be str or bytes, not {url!r}")
-    # urlsplit quietly drops tabs, CRs and LFs; a request line has no room
-    # for controls or spaces (RFC 9112 §3.2), so any of them is refused.
-    bad = next((c for c in url if c <= " " or c == "\x7f"), None)
-    if bad is not None:
-        raise ValueError(f"the URL {url!r} holds {bad!r}: percent-encode it")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"upgrade needs an http:// or https:// URL, not {url!r}")
-    secure = parts.scheme == "https"
-    host = parts.hostname
-    try:
-        explicit = parts.port
-    except ValueError as error:
-        raise ValueError(f"the URL {url!r} has a bad port: {error}") from None
-    if explicit == 0:
-        raise ValueError(f"the URL {url!r} has port 0, which no server listens on")
-    port = (443 if secure else 80) if explicit is None else explicit
-    if ":" in host:
-        hostBytes = b"[" + host.encode("ascii") + b"]"  # urlsplit checks the address
-    elif host.isascii():
-        if not set(host) <= _REG_NAME:
-            raise ValueError(f"the URL's host {host!r} is not a host name (RFC 3986 §3.2.2)")
-        hostBytes = host.encode("ascii")
-    else:
-        try:
-            hostBytes = host.encode("idna")
-        except UnicodeError:
-            raise ValueError(f"the URL's host {host!r} is not a valid host name") from None
-    if explicit:
-        hostBytes += b":%d" % (explicit,)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    if not target.isascii():
-        raise ValueError(f"the URL's path {target!r} is not ASCII: percent-encode it")
-
-    if not isinstance(method, bytes):
-        raise TypeError(f"method must be bytes, not {method!r}")
-    if not isToken(method):
-        raise ValueError(f"method {method!r} is not a token (RFC 9110 §9.1)")
-
-    if isinstance(protocols, (bytes, str)):
-        raise TypeError(f"protocols is a list of products, not one: [{protocols!r}]")
-    offered = list(protocols)
-    if not offered:
-        raise ValueError("offer one or more protocol products")
-    for product in offered:
-        if not isinstance(product, bytes):
-            raise TypeError(f"protocol products must be bytes, not {product!r}")
-        if parseProduct(product) is None:
-            raise ValueError(
-                f"{product!r} is not a protocol product: use a token, or "
-                f"token/token, such as b'IRC/6.9' (RFC 9110 §7.8)"
-            )
-
-    # RFC 9110 §5.1, §5.5: names are tokens, values hold no CR, LF or NUL.
-    extra = _checkHeaders(list(headers or ()), frozenset(), "upgrade")
-    options = [b"Upgrade"]
-    lines = [method + b" " + target.encode("ascii") + b" HTTP/1.1", b"Host: " + hostBytes]
-    for name, value in extra:
-        folded = name.lower()
-        if folded in _NOT_FROM_CALLER:
-            raise ValueError(f"upgrade sends no body: it may not send {name.decode()}")
-        if folded == b"connection":
-            for option in splitList([value]):
-                if not isToken(option):
-                    raise ValueError(
-                        f"connection option {option!r} is not a token (RFC 9110 §7.6.1)"
-                    )
-            options.append(value)
-        elif folded not in (b"upgrade", b"host"):
-            lines.append(name + b": " + value)
-    if credentials is not None:
-        user, password = (c.encode("utf-8") if isinstance(c, str) else c for c in credentials)
-        if b":" in user:
-            raise ValueError(f"the user name {user!r} holds a colon (RFC 7617 §2)")
-        lines.append(b"Authorization: Basic " + b64encode(user + b":" + password))
-    lines.append(b"Connection: " + b", ".join(options))
-    lines.append(b"Upgrade: " + b", ".join(offered))
-    return secure, host, port, offered, b"\r\n".join(lines) + b"\r\n\r\n"
 
 
 def upgrade(
@@ -406,11 +262,11 @@ def upgrade(
         with :class:`UpgradeFailed` (carrying the status, headers and body
         the server sent), :class:`UpgradeTimeout`, or a connection error.
     """
-    secure, host, port, offered, request = _requestHead(
+    secure, host, port, offered, request = clientRequest(
         url, protocols, headers, credentials, method
     )
     if isinstance(url, bytes):
-        url = url.decode("ascii")  # which _requestHead checked
+        url = url.decode("ascii")  # which clientRequest checked
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise TypeError(f"timeout must be a number of seconds, not {timeout!r}")
     if not 0 < timeout < math.inf:

@@ -25,7 +25,7 @@ from typing import Any
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from ._tokens import parseProduct
+from ._core import parseProduct
 from .interfaces import IUpgradeProtocolPlugin
 
 __all__ = ["UpgradeProtocolPlugin"]

@@ -21,9 +21,9 @@ from twisted.python import usage
 from twisted.python.filepath import FilePath
 
 from .._auth import BasicAuthHandler
+from .._core import parseProduct
 from .._registry import FactoryHandler, UpgradeRegistry
 from .._site import UpgradableSite
-from .._tokens import parseProduct
 from ..interfaces import IUpgradeHandler, IUpgradeProtocolPlugin
 from ._health import WithHealthCheck
 from ._tap import (

@@ -18,7 +18,7 @@ from twisted.internet.protocol import Factory, ServerFactory
 from twisted.logger import Logger
 from twisted.python import usage
 
-from .._tokens import parseProduct
+from .._core import parseProduct
 from ..client import UpgradeResult, upgrade
 from ..protocols._bridge import Relay, RelaySide
 from ._tap import LoggingEndpointService, checkListen, noForegroundPidfile, printVersion

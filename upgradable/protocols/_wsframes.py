@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from hashlib import sha1
 from typing import Any
 
-from .._tokens import splitList
+from .._core import splitList
 
 __all__ = [
     "BINARY",

@@ -41,9 +41,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from .._core import isToken, splitList
 from .._decisions import Decision, Decline, Reject, UpgradeRequest, _trustedAccept, keepable
 from .._handover import canonicalName, fieldsOf, writeNow
-from .._tokens import isToken, splitList
 from .._transport import closeTransport
 from ..interfaces import IGoingAway, IUpgradeHandler
 from ._wsframes import (
