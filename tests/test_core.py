@@ -324,6 +324,8 @@ def test_anAnswerHeadIsAValidResponseFramingItsBody(
         (b"X-A", b"a\r\nInjected: 1", ValueError),
         (b"X-A", b"a\nb", ValueError),
         (b"X-A", b"a\x00b", ValueError),
+        (b"X-A", b"a\x01b", ValueError),
+        (b"X-A", b"a\x7fb", ValueError),
         (b"Content-Length", b"1", ValueError),
         (b"transfer-encoding", b"chunked", ValueError),
         ("X-A", b"1", TypeError),

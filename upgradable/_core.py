@@ -26,7 +26,7 @@
 #   field-name functions (passed in): see plainUpgradeHead and
 #   docs/handover.rst.
 # - What a handler or a caller puts in a head is checked before it is
-#   written: names are tokens, values hold no CR, LF or NUL.
+#   written: names are tokens, values hold no control byte but HTAB.
 from __future__ import annotations
 
 from base64 import b64encode
@@ -425,7 +425,8 @@ def checkHeaders(
 ) -> tuple[tuple[bytes, bytes], ...]:
     """
     Check header fields a handler or a caller supplies: names are tokens,
-    values hold no CR, LF or NUL, and no name in ``forbidden`` (lower case)
+    values hold no control byte but HTAB (RFC 9110 §5.5: so no CR, LF or
+    NUL that could end a line), and no name in ``forbidden`` (lower case)
     appears: the writer of the head sets those itself.
 
     :raises TypeError: a name or value that is not bytes.
@@ -443,8 +444,8 @@ def checkHeaders(
                 raise ValueError(f"{owner} may not set {name.decode()}: the channel writes it")
             if len(good) < REMEMBERED:
                 good.add(name)
-        if len(value.translate(None, b"\r\n\x00")) != len(value):
-            raise ValueError(f"header value for {name!r} contains CR, LF or NUL")
+        if len(value.translate(None, _CTL)) != len(value):
+            raise ValueError(f"header value for {name!r} contains a control byte: {value!r}")
         checked.append((name, value))
     return tuple(checked)
 
@@ -629,7 +630,7 @@ def clientRequest(
                 f"token/token, such as b'IRC/6.9' (RFC 9110 §7.8)"
             )
 
-    # RFC 9110 §5.1, §5.5: names are tokens, values hold no CR, LF or NUL.
+    # RFC 9110 §5.1, §5.5: names are tokens, values hold no control byte but HTAB.
     extra = checkHeaders(list(headers or ()), frozenset(), "upgrade")
     options = [b"Upgrade"]
     lines = [method + b" " + target.encode("ascii") + b" HTTP/1.1", b"Host: " + hostBytes]

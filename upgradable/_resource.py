@@ -1,3 +1,4 @@
+# A twisted.web resource for paths where only an upgraded protocol makes sense.
 from __future__ import annotations
 
 from collections.abc import Iterable

@@ -254,7 +254,8 @@ def upgrade(
     :param timeout: seconds allowed for connecting and the ``101``.
     :raises ValueError: an argument that cannot be sent as it is (a CR,
         LF, NUL, space or other control in the URL, a method, field name or
-        protocol that is not a token, a field value with CR, LF or NUL, a
+        protocol that is not a token, a field value with a control
+        character but a tab (CR, LF, NUL...), a
         ``Content-Length`` or ``Transfer-Encoding`` field, a non-ASCII
         path), named in the message; nothing is connected or sent then.
     :raises TypeError: an argument of the wrong type.
