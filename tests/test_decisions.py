@@ -213,3 +213,21 @@ def test_aNameWithoutValuesIsKeptExactly() -> None:
 def test_packedHeadersLookLikeHeaders() -> None:
     request = fastPathRequest(HEAD)
     assert repr(request.headers).startswith("Headers({b'Host': [b'x'], ")
+
+
+@pytest.mark.parametrize(
+    "reason", [b"No\r\nSet-Cookie: a=1", b"No\nSet-Cookie: a=1", b"No\rX", b"No\x00"]
+)
+def test_aRejectsReasonPhraseCannotCarryALineBreakOrNUL(reason: bytes) -> None:
+    """The reason phrase goes into the status line as it is: no header can be injected."""
+    from upgradable import Reject
+
+    with pytest.raises(ValueError, match="CR, LF or NUL"):
+        Reject(403, reason=reason)
+
+
+def test_aRejectsOwnReasonPhraseIsKept() -> None:
+    from upgradable import Reject
+
+    assert Reject(403, reason=b"Go away, politely").reason == b"Go away, politely"
+    assert Reject(403).reason == b"Forbidden"

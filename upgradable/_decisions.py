@@ -289,6 +289,8 @@ class Reject:
     :ivar headers: header fields for the response.
     :ivar body: the response body (framed with ``Content-Length``).
     :ivar close: close the connection after the response.
+    :ivar reason: the reason phrase (the status's usual one unless given);
+        no CR, LF or NUL.
     """
 
     code: int
@@ -303,6 +305,9 @@ class Reject:
         object.__setattr__(self, "headers", checkHeaders(self.headers, NOT_IN_REJECT, "Reject"))
         if not self.reason:
             object.__setattr__(self, "reason", reasonPhrase(self.code))
+        elif len(self.reason.translate(None, b"\r\n\x00")) != len(self.reason):
+            # It goes into the status line as it is.
+            raise ValueError(f"Reject's reason {self.reason!r} contains CR, LF or NUL")
 
 
 Decision = Accept | Decline | Reject
