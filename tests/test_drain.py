@@ -290,7 +290,10 @@ def test_aConnectionSwitchedAfterTheGracePeriodGoesAwayAtOnce() -> None:
     server.clock.advance(0)
     polite, transport = Polite(), StringTransport()
     polite.makeConnection(transport)
-    server.site.connections.switched(object(), polite, transport)  # type: ignore[arg-type]
+    connections = server.site.connections
+    tracked = connections.switched(object(), polite, transport)  # type: ignore[arg-type]
+    assert polite.goneAway == 0  # not before it has the connection
+    connections.started(tracked)
     assert polite.goneAway == 1
     assert transport.value() == b"bye\r\n"
 
@@ -390,3 +393,62 @@ def test_theLogCountsConnectionsInWordsOneOrMany(logged: Any) -> None:
         "Draining 0 HTTP and 2 upgraded connections (grace period: none)",
         "Closing the 2 connections left",
     ]
+
+
+class PoliteOnlyWhenConnected(Polite):
+    """A Polite protocol that records whether it was connected when asked to go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.connectedWhenAsked: list[bool] = []
+
+    def goingAway(self) -> None:
+        self.connectedWhenAsked.append(self.transport is not None and self.made == 1)
+        super().goingAway()
+
+
+def test_aConnectionAcceptedAfterTheGracePeriodIsAskedToGoAwayAfterIts101(logged: Any) -> None:
+    """
+    A connection that arrives as the ports close, once the grace period is
+    over, and upgrades: the 101 comes first, then the protocol's goodbye,
+    once it has the connection.
+    """
+    polite = PoliteOnlyWhenConnected()
+    registry = UpgradeRegistry()
+    registry.register(b"IRC/6.9", ScriptedHandler(Accept(polite)))
+    server = Server(registry=registry)
+    server.send(GET)  # a connection that keeps the drain going
+    server.site.drain(0)
+    server.clock.advance(0)  # the grace period is over: closing
+    assert server.closed
+    protocol, transport = another(server)
+    protocol.dataReceived(IRC_REQ + b"NICK a\r\n")
+    [response], rest = parseResponses(bytes(transport.value()))
+    assert response.code == 101
+    assert rest == b"bye\r\n"
+    assert polite.connectedWhenAsked == [True]
+    assert polite.data == b"NICK a\r\n"  # its bytes, then the goodbye
+    assert logged.failures(Exception) == []
+    assert transport.disconnecting
+
+
+def test_anUpgradeDecidedAfterTheGracePeriodSaysGoodbyeAfterIts101(logged: Any) -> None:
+    """
+    The grace period ends while a handler decides (over TLS the close waits
+    for the peer, and the answer can still come): the goodbye still follows
+    the 101.
+    """
+    pending = deferred()
+    registry = UpgradeRegistry()
+    registry.register(b"IRC/6.9", ScriptedHandler(lambda request, product: pending))
+    server = Server(registry=registry)
+    server.send(IRC_REQ)
+    server.site.drain(0)
+    server.clock.advance(0)
+    polite = PoliteOnlyWhenConnected()
+    pending.callback(Accept(polite))
+    [response], rest = parseResponses(server.output())
+    assert response.code == 101
+    assert rest == b"bye\r\n"
+    assert polite.connectedWhenAsked == [True]
+    assert logged.failures(Exception) == []

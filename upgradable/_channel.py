@@ -721,7 +721,9 @@ def switchProtocols(
     """
     Answer 101 on ``transport`` and give it to ``accept.protocol`` instead
     of ``old`` (which has stopped everything of its own), then deliver the
-    ``leftover`` bytes; ``log`` is the site's access log, if any.
+    ``leftover`` bytes; ``log`` is the site's access log, if any. When a
+    drain's grace period is over, the protocol is asked to go away then,
+    after its 101.
     """
     protocol = accept.protocol
     # A product with an idle timeout gets a watch in its read path; the
@@ -740,7 +742,8 @@ def switchProtocols(
         except Exception:
             _log.failure("The access log failed for an upgraded request")
 
-    takeOver(old, transport, protocol, leftover, receiver)
+    if takeOver(old, transport, protocol, leftover, receiver):
+        connections.started(receiver)
 
 
 class _LoggedRequest:

@@ -85,14 +85,21 @@ class Connections:
         ``channel`` gives its connection to ``protocol``: track that until it
         is lost. Return what the transport's events must go to (see
         :class:`_Tracked`); ``receiver`` is what they would go to otherwise
-        (``protocol``, or a wrapper of its read path).
+        (``protocol``, or a wrapper of its read path). Once the protocol has
+        the connection, :meth:`started` is told.
         """
         self.http.pop(channel, None)
-        tracked = self.upgraded.add(protocol, transport, protocol if receiver is None else receiver)
-        if self._closing:
-            # Switched during a drain whose grace period is already over.
-            goAway(protocol, transport)
-        return tracked
+        return self.upgraded.add(protocol, transport, protocol if receiver is None else receiver)
+
+    def started(self, tracked: _Tracked) -> None:
+        """
+        The protocol ``tracked`` stands for has its connection: the 101 is
+        written, it is connected and has its first bytes. If the drain's
+        grace period is over, it is asked to go away now, after its 101 and
+        not before (a WebSocket close, an IRC ``ERROR`` follows the switch).
+        """
+        if self._closing and tracked in self.upgraded:
+            goAway(tracked.protocol, tracked.transport)
 
     # -- draining -----------------------------------------------------------
 
@@ -193,6 +200,10 @@ class _Upgraded:
         self._first = entry
         self._count += 1
         return entry
+
+    def __contains__(self, entry: object) -> bool:
+        """Whether ``entry`` (a :class:`_Tracked`) is still tracked."""
+        return isinstance(entry, _Tracked) and (entry.before is not None or self._first is entry)
 
     def remove(self, entry: _Tracked) -> None:
         """Stop tracking ``entry``'s protocol (again: nothing happens)."""
