@@ -11,7 +11,13 @@ from typing import Any
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorPluggableNameResolver
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import (
+    IFileDescriptorReceiver,
+    IHalfCloseableProtocol,
+    IHandshakeListener,
+    IReactorPluggableNameResolver,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -213,6 +219,52 @@ class RecordingTransport(StringTransport):
         self.calls = [call for call in self.calls if call[0] not in ("write", "writeSequence")]
 
 
+class TCPLikeTransport(RecordingTransport):
+    """
+    A RecordingTransport that delivers as Twisted's reactor transports do:
+    each event to whatever ``protocol`` is at that moment (the hand-over
+    points it elsewhere), with each optional call made only to a protocol
+    that provides its interface, checked when the event comes, as TCP (a
+    half-close), UNIX sockets (file descriptors) and TLS (the handshake) do.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.protocol: Any = None
+
+    def connect(self, protocol: Any) -> TCPLikeTransport:
+        self.protocol = protocol
+        protocol.makeConnection(self)
+        return self
+
+    def deliver(self, *chunks: bytes) -> None:
+        for chunk in chunks:
+            self.protocol.dataReceived(chunk)
+
+    def endInput(self) -> None:
+        """The peer shut its sending side down (tcp.Connection.readConnectionLost)."""
+        receiver = IHalfCloseableProtocol(self.protocol, None)
+        if receiver is not None:
+            receiver.readConnectionLost()
+        else:
+            self.protocol.connectionLost(Failure(ConnectionDone()))
+
+    def lose(self, reason: Failure | None = None) -> None:
+        self.protocol.connectionLost(reason or Failure(ConnectionDone()))
+
+    def deliverFileDescriptor(self, fd: int) -> bool:
+        """As unix.Server: False when the protocol does not take descriptors."""
+        if IFileDescriptorReceiver.providedBy(self.protocol):
+            self.protocol.fileDescriptorReceived(fd)
+            return True
+        return False
+
+    def completeHandshake(self) -> None:
+        """As TLSMemoryBIOProtocol once its handshake is done."""
+        if IHandshakeListener.providedBy(self.protocol):
+            self.protocol.handshakeCompleted()
+
+
 @dataclass
 class Server:
     """An UpgradableSite driven over an in-memory transport."""
@@ -363,6 +415,7 @@ __all__ = [
     "Response",
     "ScriptedHandler",
     "Server",
+    "TCPLikeTransport",
     "chunks",
     "deferred",
     "parseResponses",

@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IProtocol
+from twisted.internet.interfaces import (
+    IFileDescriptorReceiver,
+    IHalfCloseableProtocol,
+    IHandshakeListener,
+    ILoggingContext,
+    IProtocol,
+)
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -25,6 +31,7 @@ from .helpers import (
     RecordingProtocol,
     ScriptedHandler,
     Server,
+    TCPLikeTransport,
     deferred,
     parseResponses,
     standardServer,
@@ -452,3 +459,76 @@ def test_anUpgradeDecidedAfterTheGracePeriodSaysGoodbyeAfterIts101(logged: Any) 
     assert rest == b"bye\r\n"
     assert polite.connectedWhenAsked == [True]
     assert logged.failures(Exception) == []
+
+
+# -- what stands in the read path: it follows a hand-over, and it shows the
+# -- transport what the protocol behind it provides
+
+
+IDLE = pytest.mark.parametrize("idle", [None, 30], ids=["counted", "counted+idle watch"])
+
+
+def tcpLike(protocol: Any, idle: float | None = None) -> tuple[Server, TCPLikeTransport]:
+    """A site whose one connection, over a TCP-like transport, switched to ``protocol``."""
+    registry = UpgradeRegistry()
+    registry.register(b"IRC/6.9", ScriptedHandler(Accept(protocol)), idleTimeout=idle)
+    server = Server(registry=registry)
+    server.protocol.connectionLost(DONE)  # the helper's own connection: not this test's
+    transport = TCPLikeTransport().connect(server.site.buildProtocol(None))
+    transport.deliver(IRC_REQ)
+    assert parseResponses(bytes(transport.value()))[0][0].code == 101
+    assert transport.protocol is not protocol  # something stands in front of it
+    return server, transport
+
+
+@implementer(IFileDescriptorReceiver, IHandshakeListener)
+class TakesDescriptorsAndTLS(RecordingProtocol):
+    def __init__(self) -> None:
+        super().__init__()
+        self.descriptors: list[int] = []
+        self.handshakes = 0
+
+    def fileDescriptorReceived(self, descriptor: int) -> None:
+        self.descriptors.append(descriptor)
+
+    def handshakeCompleted(self) -> None:
+        self.handshakes += 1
+
+
+@IDLE
+def test_anUpgradedProtocolStillGetsFileDescriptorsAndTheTLSHandshake(idle: float | None) -> None:
+    """
+    What stands in front of the protocol provides what the protocol does, so
+    UNIX sockets still pass it descriptors and TLS (started after the
+    switch) still tells it of the handshake.
+    """
+    protocol = TakesDescriptorsAndTLS()
+    _, transport = tcpLike(protocol, idle)
+    assert transport.deliverFileDescriptor(7)
+    transport.completeHandshake()
+    assert (protocol.descriptors, protocol.handshakes) == ([7], 1)
+
+
+@IDLE
+def test_whatStandsInFrontClaimsNoInterfaceItsProtocolLacks(idle: float | None) -> None:
+    """A protocol without them: a UNIX socket closes the descriptors, as for any protocol."""
+    _, transport = tcpLike(RecordingProtocol(), idle)
+    for interface in (IFileDescriptorReceiver, IHandshakeListener, IHalfCloseableProtocol):
+        assert not interface.providedBy(transport.protocol), interface
+    assert not transport.deliverFileDescriptor(7)
+
+
+@IDLE
+def test_theTransportsLogPrefixIsTheProtocols(idle: float | None) -> None:
+    """As ProtocolWrapper (TLS started after the switch) names what it wraps."""
+    from twisted.internet.protocol import Factory
+    from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+
+    class Named(RecordingProtocol):
+        def logPrefix(self) -> str:
+            return "IRC client 42"
+
+    _, transport = tcpLike(Named(), idle)
+    assert ILoggingContext.providedBy(transport.protocol)
+    wrapper = ProtocolWrapper(WrappingFactory(Factory()), transport.protocol)
+    assert wrapper.logPrefix() == "IRC client 42 (ProtocolWrapper)"

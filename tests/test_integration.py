@@ -5,6 +5,7 @@ with Python sockets and with real third-party clients (curl, socat, openssl).
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import sys
@@ -18,6 +19,7 @@ from twisted.internet import reactor, threads
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IFileDescriptorReceiver, IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
@@ -686,3 +688,102 @@ async def test_aTLSConnectionNeverAdvertisesNorSwitchesToH2c(certificate: Path) 
             assert response.body == b"plain page\n"
             assert response.tokens(b"upgrade") == [b"http/2.0"], response
             assert b"upgrade" in response.tokens(b"connection")
+
+
+# -- what a transport looks for on the protocol it delivers to, after the switch
+
+SWITCH_IRC = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: IRC/6.9\r\n\r\n"
+
+
+def adoptedUNIXConnection(protocol: Any) -> socket.socket:
+    """
+    A site over one end of a UNIX socket pair, its upgrade answered with
+    ``protocol``; the other end, for a client in a thread.
+    """
+    registry = UpgradeRegistry()
+    registry.register(b"IRC/6.9", ScriptedHandler(Accept(protocol)))
+    site = UpgradableSite(Page(), registry)
+    server, client = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        reactor.adoptStreamConnection(server.fileno(), socket.AF_UNIX, site)
+    finally:
+        server.close()  # adopted as a copy
+    client.settimeout(10)
+    return client
+
+
+@pytest.mark.skipif(not hasattr(socket, "send_fds"), reason="needs socket.send_fds")
+@pytest_twisted.ensureDeferred
+async def test_anUpgradedProtocolOnAUNIXSocketStillReceivesFileDescriptors() -> None:
+    from zope.interface import implementer
+
+    received: Deferred[int] = Deferred()
+
+    @implementer(IFileDescriptorReceiver)
+    class TakesDescriptors(Protocol):
+        def fileDescriptorReceived(self, descriptor: int) -> None:
+            received.callback(descriptor)
+
+    protocol = TakesDescriptors()
+    client = adoptedUNIXConnection(protocol)
+    reading, writing = os.pipe()
+
+    def clientSide() -> None:
+        client.sendall(IRC_REQ)
+        assert readExactly(client, len(SWITCH_IRC)) == SWITCH_IRC
+        socket.send_fds(client, [b"x"], [reading])
+
+    try:
+        await inThread(clientSide)
+        descriptor = await received.addTimeout(10, reactor)
+        try:
+            os.write(writing, b"the pipe itself")
+            assert os.read(descriptor, 100) == b"the pipe itself"
+        finally:
+            os.close(descriptor)
+    finally:
+        protocol.transport.loseConnection()  # type: ignore[union-attr]
+        client.close()
+        os.close(reading)
+        os.close(writing)
+
+
+@pytest_twisted.ensureDeferred
+async def test_anUpgradedProtocolThatStartsTLSIsToldOfTheHandshake(certificate: Path) -> None:
+    """TLS started after the switch (a STARTTLS) calls the protocol's handshakeCompleted."""
+    from twisted.internet.ssl import PrivateCertificate
+    from zope.interface import implementer
+
+    options = PrivateCertificate.loadPEM(certificate.read_text()).options()
+    handshake: Deferred[None] = Deferred()
+
+    @implementer(IHandshakeListener)
+    class StartsTLS(Protocol):
+        def connectionMade(self) -> None:
+            self.transport.startTLS(options)  # type: ignore[union-attr]
+
+        def handshakeCompleted(self) -> None:
+            handshake.callback(None)
+
+        def dataReceived(self, data: bytes) -> None:
+            self.transport.write(data)  # type: ignore[union-attr]
+
+    protocol = StartsTLS()
+    client = adoptedUNIXConnection(protocol)
+
+    def clientSide() -> bytes:
+        client.sendall(IRC_REQ)
+        assert readExactly(client, len(SWITCH_IRC)) == SWITCH_IRC
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        with context.wrap_socket(client) as secure:
+            secure.sendall(b"over TLS")
+            return readExactly(secure, len(b"over TLS"))
+
+    try:
+        assert await inThread(clientSide) == b"over TLS"
+        await handshake.addTimeout(10, reactor)
+    finally:
+        protocol.transport.loseConnection()  # type: ignore[union-attr]
+        client.close()

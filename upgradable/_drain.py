@@ -17,13 +17,12 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol, IProtocol
+from twisted.internet.interfaces import IDelayedCall, IProtocol
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
-from ._handover import GenericHTTPChannelProtocol, H2Connection, channelOf
+from ._handover import GenericHTTPChannelProtocol, H2Connection, StandIn, channelOf, standInClass
 from ._transport import closeTransport
 from .interfaces import IGoingAway
 
@@ -38,7 +37,7 @@ class HTTPConnection(Protocol):
         """Serve no request after the current one (close now if none)."""
 
 
-__all__ = ["Connections", "goAway", "logPrefixOf", "plural"]
+__all__ = ["Connections", "goAway", "plural"]
 
 _log = Logger()
 
@@ -191,8 +190,7 @@ class _Upgraded:
 
     def add(self, protocol: IProtocol, transport: Any, receiver: Any) -> _Tracked:
         """Track ``protocol`` until its connection is lost; see :class:`_Tracked`."""
-        kind = _TrackedHalfCloseable if IHalfCloseableProtocol.providedBy(receiver) else _Tracked
-        entry = kind(self.connections, protocol, transport, receiver)
+        entry = standInClass(_Tracked, receiver)(self.connections, protocol, transport, receiver)
         entry.before = None
         entry.after = first = self._first
         if first is not None:
@@ -242,7 +240,7 @@ class _Upgraded:
         return f"_Upgraded({self.items()!r})"
 
 
-class _Tracked:
+class _Tracked(StandIn):
     """
     What an upgraded connection's transport delivers to, so that the site
     counts the connection out when it is lost: nothing is replaced on the
@@ -252,7 +250,9 @@ class _Tracked:
     bound method, kept as an attribute, so the transport calls the
     protocol (or the wrapper of its read path) directly. Only
     ``connectionLost`` is its own; extra arguments pass through (Twisted's
-    H2Connection calls its own with ``_cancelTimeouts=False``).
+    H2Connection calls its own with ``_cancelTimeouts=False``). It provides
+    what its receiver provides of the interfaces transports look for (see
+    :class:`~upgradable._handover.StandIn`).
     """
 
     __slots__ = ("after", "before", "connections", "dataReceived", "protocol", "receiver",
@@ -278,24 +278,8 @@ class _Tracked:
         finally:
             connections._check()
 
-    def logPrefix(self) -> str:
-        return logPrefixOf(self.protocol)
-
     def __repr__(self) -> str:
         return f"<_Tracked {self.protocol!r}>"
-
-
-@implementer(IHalfCloseableProtocol)
-class _TrackedHalfCloseable(_Tracked):
-    """A :class:`_Tracked` for a receiver that is told of half-closes."""
-
-    __slots__ = ()
-
-    def readConnectionLost(self) -> None:
-        self.receiver.readConnectionLost()
-
-    def writeConnectionLost(self) -> None:
-        self.receiver.writeConnectionLost()
 
 
 def _servedBy(channel: HTTPConnection, wrapper: Any) -> Any:
@@ -322,12 +306,6 @@ def goAway(protocol: IProtocol, transport: Any) -> None:
     except Exception:
         _log.failure("{protocol!r} failed to go away; closing", protocol=protocol)
         transport.abortConnection()
-
-
-def logPrefixOf(protocol: Any) -> str:
-    """What a wrapper in front of ``protocol`` names in the transport's log lines."""
-    logPrefix = getattr(protocol, "logPrefix", None)
-    return logPrefix() if logPrefix is not None else type(protocol).__name__
 
 
 def plural(count: int, noun: str) -> str:

@@ -67,9 +67,15 @@
 from __future__ import annotations
 
 from operator import attrgetter
-from typing import Any
+from typing import Any, TypeVar
 
-from twisted.internet.interfaces import IProtocol
+from twisted.internet.interfaces import (
+    IFileDescriptorReceiver,
+    IHalfCloseableProtocol,
+    IHandshakeListener,
+    ILoggingContext,
+    IProtocol,
+)
 from twisted.internet.tcp import Server
 from twisted.logger import Logger
 from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
@@ -77,12 +83,14 @@ from twisted.python.failure import Failure
 from twisted.web._http2 import H2Connection
 from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol, _parseRequestLine
 from twisted.web.http_headers import Headers, _nameEncoder
+from zope.interface import implementer, providedBy
 
 __all__ = [
     "CANONICAL_NAMES",
     "RAW_HEADERS_SLOT",
     "GenericHTTPChannelProtocol",
     "H2Connection",
+    "StandIn",
     "adoptUNIXPort",
     "canonicalName",
     "channelOf",
@@ -95,6 +103,7 @@ __all__ = [
     "peerTupleOf",
     "raiseWhenListeningFails",
     "reroute",
+    "standInClass",
     "startH2Stream",
     "takeOver",
     "throughProxyProtocol",
@@ -104,6 +113,80 @@ __all__ = [
 _log = Logger()
 
 # -- the hand-over --------------------------------------------------------
+
+
+@implementer(ILoggingContext)
+class StandIn:
+    """
+    What stands between a transport and the upgraded protocol it delivers
+    to, in the read path only: the transport calls it, and it passes the
+    events on to its ``receiver`` (the protocol, or another stand-in).
+
+    Transports look on what they deliver to for interfaces that the
+    protocol may provide: a half-close (TCP), file descriptors (UNIX
+    sockets), the end of a TLS handshake (TLS started after the switch).
+    A stand-in provides exactly those its receiver provides, by its class
+    (see :func:`standInClass`), so nothing is looked up per read; it
+    forwards those calls (which a transport makes only to a provider).
+
+    :ivar protocol: the upgraded protocol it stands for.
+    """
+
+    __slots__ = ()
+    protocol: Any
+    receiver: Any
+
+    def readConnectionLost(self) -> None:
+        self.receiver.readConnectionLost()
+
+    def writeConnectionLost(self) -> None:
+        self.receiver.writeConnectionLost()
+
+    def fileDescriptorReceived(self, descriptor: int) -> None:
+        self.receiver.fileDescriptorReceived(descriptor)
+
+    def handshakeCompleted(self) -> None:
+        self.receiver.handshakeCompleted()
+
+    def logPrefix(self) -> str:
+        logPrefix = getattr(self.protocol, "logPrefix", None)
+        return logPrefix() if logPrefix is not None else type(self.protocol).__name__
+
+
+#: The interfaces a stand-in provides when its receiver does.
+_FORWARDED = (IHalfCloseableProtocol, IFileDescriptorReceiver, IHandshakeListener)
+# Each stand-in class with the interfaces it adds (at most 2 ** 3 for a
+# class, each made once), and the class for each stand-in class and what a
+# receiver provides (its class's declaration, usually), for so many.
+_withInterfaces: dict[tuple[Any, ...], Any] = {}
+_standInClasses: dict[tuple[Any, Any], Any] = {}
+_REMEMBERED = 256
+
+_S = TypeVar("_S", bound=StandIn)
+
+
+def standInClass(base: type[_S], receiver: Any) -> type[_S]:
+    """
+    ``base``, or the subclass of it that also provides what ``receiver``
+    provides of the interfaces transports look for (its layout the same, so
+    that a stand-in can change to another when its receiver changes).
+    """
+    provided = providedBy(receiver)
+    kind: type[_S] | None = _standInClasses.get((base, provided))
+    if kind is None:
+        plain = base.__dict__.get("_plainClass", base)
+        interfaces = tuple(i for i in _FORWARDED if provided.isOrExtends(i))
+        kind = _withInterfaces.get((plain, interfaces))
+        if kind is None:
+            kind = plain
+            if interfaces:
+                name = plain.__name__ + "".join(i.__name__[1:] for i in interfaces)
+                namespace = {"__slots__": (), "__module__": plain.__module__, "_plainClass": plain}
+                kind = implementer(*interfaces)(type(name, (plain,), namespace))
+            _withInterfaces[(plain, interfaces)] = kind
+        if len(_standInClasses) < _REMEMBERED:
+            _standInClasses[(base, provided)] = kind
+    return kind
 
 
 def reroute(transport: Any, old: Any, new: IProtocol) -> None:

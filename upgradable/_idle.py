@@ -11,20 +11,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocol
+from twisted.internet.interfaces import IProtocol
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import directlyProvides
 
-from ._drain import goAway, logPrefixOf
+from ._drain import goAway
+from ._handover import StandIn, standInClass
 
 __all__ = ["IdleWatch"]
 
 _log = Logger()
 
 
-class IdleWatch:
+class IdleWatch(StandIn):
     """
     Stands between a transport and the upgraded ``protocol`` it delivers
     to: every byte from the peer restarts the clock; after ``seconds``
@@ -32,15 +32,21 @@ class IdleWatch:
     stop does (see :func:`~upgradable._drain.goAway`), and the connection is
     aborted if it is still open ``grace`` seconds later.
 
-    It provides :class:`~twisted.internet.interfaces.IHalfCloseableProtocol`
-    when ``protocol`` does, so that a half-close reaches it as before.
+    It provides what ``protocol`` provides of the interfaces transports look
+    for (a half-close, file descriptors, the TLS handshake; see
+    :class:`~upgradable._handover.StandIn`), so those reach it as before.
     """
 
     #: After the polite close, how long a peer may take to let go (over TLS
     #: the close waits for the peer's close_notify).
     grace = 5.0
 
-    __slots__ = ("__provides__", "abort", "callLater", "protocol", "seconds", "timer", "transport")
+    __slots__ = ("abort", "callLater", "protocol", "seconds", "timer", "transport")
+
+    def __new__(cls, protocol: IProtocol, *args: Any, **kwargs: Any) -> IdleWatch:
+        kind: Any = standInClass(cls, protocol)
+        watch: IdleWatch = object.__new__(kind)
+        return watch
 
     def __init__(self, protocol: IProtocol, transport: Any, seconds: float, callLater: Any) -> None:
         self.protocol = protocol
@@ -49,20 +55,17 @@ class IdleWatch:
         self.callLater = callLater
         self.abort: Any = None
         self.timer: Any = callLater(seconds, self.expired)
-        if IHalfCloseableProtocol.providedBy(protocol):
-            directlyProvides(self, IHalfCloseableProtocol)
+
+    @property
+    def receiver(self) -> Any:
+        """What it passes the transport's events on to: its protocol."""
+        return self.protocol
 
     def dataReceived(self, data: bytes) -> None:
         timer = self.timer
         if timer is not None and timer.active():
             timer.reset(self.seconds)
         self.protocol.dataReceived(data)
-
-    def readConnectionLost(self) -> None:
-        self.protocol.readConnectionLost()  # type: ignore[attr-defined]
-
-    def writeConnectionLost(self) -> None:
-        self.protocol.writeConnectionLost()  # type: ignore[attr-defined]
 
     def connectionLost(self, reason: Failure = connectionDone, *args: Any, **kwargs: Any) -> None:
         for call in (self.timer, self.abort):
@@ -72,9 +75,6 @@ class IdleWatch:
         # the connection.
         self.timer = self.abort = None
         self.protocol.connectionLost(reason, *args, **kwargs)
-
-    def logPrefix(self) -> str:
-        return logPrefixOf(self.protocol)
 
     def expired(self) -> None:
         self.timer = None
