@@ -481,6 +481,99 @@ def tcpLike(protocol: Any, idle: float | None = None) -> tuple[Server, TCPLikeTr
     return server, transport
 
 
+class HandsOn(RecordingProtocol):
+    """Gives its connection to ``then`` (the hand-over's takeOver) at a SWITCH line."""
+
+    def __init__(self, then: Any) -> None:
+        super().__init__()
+        self.then = then
+
+    def dataReceived(self, data: bytes) -> None:
+        before, switch, after = data.partition(b"SWITCH\r\n")
+        self.received.append(before + switch)
+        if switch:
+            from upgradable._handover import takeOver
+
+            takeOver(self, self.transport, self.then, after)
+
+
+@IDLE
+def test_aConnectionHandedOnGoesToTheNewProtocolAndIsCountedOutOnce(idle: float | None) -> None:
+    second = Polite()
+    first = HandsOn(second)
+    server, transport = tcpLike(first, idle)
+    connections = server.site.connections
+    transport.deliver(b"one\r\nSWITCH\r\ntwo\r\n", b"three\r\n")
+    assert first.data == b"one\r\nSWITCH\r\n"
+    assert second.made == 1
+    assert second.received == [b"two\r\n", b"three\r\n"]  # each once, in order
+    # The site knows which protocol has the connection now: the one a drain
+    # asks to go away.
+    assert connections.upgraded.items() == [(second, transport)]
+    drained = server.site.drain(0)
+    server.clock.advance(0)
+    assert second.goneAway == 1
+    transport.lose(DONE)
+    assert (first.lost, second.lost) == ([], [DONE])
+    assert len(connections.upgraded) == 0
+    assert fired(drained)
+
+
+@IDLE
+def test_aHalfCloseReachesTheProtocolTheConnectionWasHandedTo(idle: float | None) -> None:
+    @implementer(IHalfCloseableProtocol)
+    class HalfCloseable(RecordingProtocol):
+        readEnded = 0
+
+        def readConnectionLost(self) -> None:
+            self.readEnded += 1
+
+        def writeConnectionLost(self) -> None:
+            pass
+
+    second = HalfCloseable()
+    server, transport = tcpLike(HandsOn(second), idle)
+    transport.deliver(b"SWITCH\r\n")
+    transport.endInput()
+    assert (second.readEnded, second.lost) == (1, [])
+    assert len(server.site.connections.upgraded) == 1  # still open for writing
+
+
+def test_theIdleWatchFollowsTheConnectionHandedOn() -> None:
+    second = Polite()
+    server, transport = tcpLike(HandsOn(second), 30)
+    transport.deliver(b"SWITCH\r\n")
+    server.clock.advance(20)
+    transport.deliver(b"x")  # the new protocol's reads restart the clock
+    server.clock.advance(20)
+    assert second.goneAway == 0
+    server.clock.advance(10)
+    assert second.goneAway == 1  # its goodbye, not the first protocol's
+
+
+@IDLE
+def test_aProtocolReadsWithTheMethodItHadWhenItGotTheConnection(idle: float | None) -> None:
+    """
+    The transport calls the protocol's ``dataReceived`` as it was when the
+    protocol got the connection, with or without an idle watch: assigning
+    another one to itself later changes nothing (no call of ours per read
+    looks it up again); the bytes still arrive once each.
+    """
+
+    class Rebinds(RecordingProtocol):
+        def dataReceived(self, data: bytes) -> None:
+            super().dataReceived(data)
+            self.dataReceived = self.elsewhere  # type: ignore[method-assign]
+
+        def elsewhere(self, data: bytes) -> None:
+            raise AssertionError("not called")
+
+    protocol = Rebinds()
+    _, transport = tcpLike(protocol, idle)
+    transport.deliver(b"one", b"two")
+    assert protocol.received == [b"one", b"two"]
+
+
 @implementer(IFileDescriptorReceiver, IHandshakeListener)
 class TakesDescriptorsAndTLS(RecordingProtocol):
     def __init__(self) -> None:
@@ -516,6 +609,16 @@ def test_whatStandsInFrontClaimsNoInterfaceItsProtocolLacks(idle: float | None) 
     for interface in (IFileDescriptorReceiver, IHandshakeListener, IHalfCloseableProtocol):
         assert not interface.providedBy(transport.protocol), interface
     assert not transport.deliverFileDescriptor(7)
+
+
+@IDLE
+def test_theInterfacesFollowTheConnectionHandedOn(idle: float | None) -> None:
+    second = TakesDescriptorsAndTLS()
+    _, transport = tcpLike(HandsOn(second), idle)
+    assert not IFileDescriptorReceiver.providedBy(transport.protocol)
+    transport.deliver(b"SWITCH\r\n")
+    assert transport.deliverFileDescriptor(7)
+    assert second.descriptors == [7]
 
 
 @IDLE

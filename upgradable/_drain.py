@@ -248,10 +248,13 @@ class _Tracked(StandIn):
 
     It is not in the data path: its ``dataReceived`` is the receiver's own
     bound method, kept as an attribute, so the transport calls the
-    protocol (or the wrapper of its read path) directly. Only
-    ``connectionLost`` is its own; extra arguments pass through (Twisted's
-    H2Connection calls its own with ``_cancelTimeouts=False``). It provides
-    what its receiver provides of the interfaces transports look for (see
+    protocol (or the wrapper of its read path) directly. It is looked up
+    when the protocol gets the connection, and again if the connection is
+    handed on (:meth:`standFor`): a protocol that assigns another
+    ``dataReceived`` to itself later is not seen. Only ``connectionLost``
+    is its own; extra arguments pass through (Twisted's H2Connection calls
+    its own with ``_cancelTimeouts=False``). It provides what its receiver
+    provides of the interfaces transports look for (see
     :class:`~upgradable._handover.StandIn`).
     """
 
@@ -269,6 +272,16 @@ class _Tracked(StandIn):
         self.transport = transport
         self.receiver = receiver
         self.dataReceived = receiver.dataReceived
+
+    def standFor(self, protocol: Any) -> None:
+        receiver = self.receiver
+        if isinstance(receiver, StandIn):
+            receiver.standFor(protocol)  # an idle watch: it watches the new one
+        else:
+            self.receiver = receiver = protocol
+        self.protocol = protocol
+        self.dataReceived = receiver.dataReceived
+        self.__class__ = standInClass(type(self), receiver)
 
     def connectionLost(self, reason: Failure = connectionDone, *args: Any, **kwargs: Any) -> None:
         connections = self.connections

@@ -15,7 +15,11 @@
 #    started on a TCP transport), and the old one's own entry points are
 #    rebound too, for the callers that look them up on it (Twisted's ALPN
 #    wrapper, in-memory test transports). No forwarding call of ours is
-#    left in the data path, and the old protocol can be freed.
+#    left in the data path, and the old protocol can be freed. What stands
+#    in front of an upgraded protocol (a StandIn: the site's count, an idle
+#    watch) is not passed over when that protocol hands its connection on
+#    in turn: it is pointed at the new protocol, so the connection is still
+#    counted once and watched.
 # 3. takeOver(): ``makeConnection`` with the same transport, then the
 #    leftover bytes, once. A protocol that fails to start is logged and its
 #    connection closed: after a 101 nothing can be answered in HTTP.
@@ -136,6 +140,10 @@ class StandIn:
     protocol: Any
     receiver: Any
 
+    def standFor(self, protocol: Any) -> None:
+        """``protocol`` has the connection now, handed on by the one before (reroute)."""
+        raise NotImplementedError
+
     def readConnectionLost(self) -> None:
         self.receiver.readConnectionLost()
 
@@ -170,6 +178,7 @@ def standInClass(base: type[_S], receiver: Any) -> type[_S]:
     ``base``, or the subclass of it that also provides what ``receiver``
     provides of the interfaces transports look for (its layout the same, so
     that a stand-in can change to another when its receiver changes).
+    ``base`` may be such a subclass already.
     """
     provided = providedBy(receiver)
     kind: type[_S] | None = _standInClasses.get((base, provided))
@@ -204,14 +213,18 @@ def reroute(transport: Any, old: Any, new: IProtocol) -> None:
     # A ProtocolWrapper transport (PROXY, TLS by wrapping factory) calls
     # its wrappedProtocol; TLS started on a TCP transport calls
     # transport.protocol.wrappedProtocol; either may be Twisted's HTTP
-    # wrapper around ``old``.
+    # wrapper around ``old``, or a stand-in in front of ``old``.
     for holder in (transport, getattr(transport, "protocol", None)):
+        if isinstance(holder, StandIn):
+            continue  # re-pointed as a whole below, or already
         for attribute in ("protocol", "wrappedProtocol"):
             current = getattr(holder, attribute, None)
             if current is old or (
                 isinstance(current, _GenericHTTPChannelProtocol) and current._channel is old
             ):
                 setattr(holder, attribute, new)
+            elif isinstance(current, StandIn) and current.protocol is old:
+                current.standFor(new)
 
 
 def takeOver(

@@ -5,8 +5,10 @@
 # routes the transport's events to it, and the protocol is connected to the
 # transport itself, so its writes, its producer and its transport's methods
 # are the transport's own. Nothing is rebound on the protocol, so a protocol
-# with __slots__ is watched like any other, and one that swaps its own
-# dataReceived later is still seen.
+# with __slots__ is watched like any other. It calls the protocol's
+# dataReceived as it was when the protocol got the connection, as the
+# site's count does (a product behaves the same with or without an idle
+# timeout), and follows the connection when the protocol hands it on.
 from __future__ import annotations
 
 from typing import Any
@@ -41,7 +43,7 @@ class IdleWatch(StandIn):
     #: the close waits for the peer's close_notify).
     grace = 5.0
 
-    __slots__ = ("abort", "callLater", "protocol", "seconds", "timer", "transport")
+    __slots__ = ("abort", "callLater", "deliver", "protocol", "seconds", "timer", "transport")
 
     def __new__(cls, protocol: IProtocol, *args: Any, **kwargs: Any) -> IdleWatch:
         kind: Any = standInClass(cls, protocol)
@@ -50,6 +52,7 @@ class IdleWatch(StandIn):
 
     def __init__(self, protocol: IProtocol, transport: Any, seconds: float, callLater: Any) -> None:
         self.protocol = protocol
+        self.deliver = protocol.dataReceived
         self.transport = transport
         self.seconds = seconds
         self.callLater = callLater
@@ -61,11 +64,16 @@ class IdleWatch(StandIn):
         """What it passes the transport's events on to: its protocol."""
         return self.protocol
 
+    def standFor(self, protocol: Any) -> None:
+        self.protocol = protocol
+        self.deliver = protocol.dataReceived
+        self.__class__ = standInClass(type(self), protocol)
+
     def dataReceived(self, data: bytes) -> None:
         timer = self.timer
         if timer is not None and timer.active():
             timer.reset(self.seconds)
-        self.protocol.dataReceived(data)
+        self.deliver(data)
 
     def connectionLost(self, reason: Failure = connectionDone, *args: Any, **kwargs: Any) -> None:
         for call in (self.timer, self.abort):
