@@ -7,7 +7,9 @@ its bytes over, on the fast path and to HTTP.
 from __future__ import annotations
 
 import re
+from typing import Any
 
+import pytest
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
@@ -16,7 +18,7 @@ from twisted.web.http import _GenericHTTPChannelProtocol
 from upgradable import UpgradableHTTPChannel
 from upgradable._site import _NewConnection
 
-from .helpers import IRC_REQ, parseResponses, standardServer
+from .helpers import IRC_REQ, RecordingTransport, parseResponses, standardServer
 
 DONE = Failure(ConnectionDone())
 GET = b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -318,3 +320,85 @@ def test_anAnswerTheFastPathWritesIsLoggedButNotAsAnUpgrade(logged) -> None:  # 
     [record] = records
     assert (record.code, record.method, record.uri) == (405, b"GET", b"/")  # type: ignore[attr-defined]
     assert not [e for e in logged.events if "Upgraded" in str(e.get("log_format"))]
+
+
+# -- reading again once the answer is here --
+
+
+def test_aPauseOfTheNewOwnerIsNotUndoneWhenTheAnswerComes() -> None:
+    """
+    The connection stopped reading while its answer was to come; once it
+    is here, reading resumes before HTTP gets what was held, so HTTP's own
+    pause (more than it keeps waiting behind a request in progress) holds.
+    """
+    from upgradable import Reject
+
+    from .helpers import deferred
+
+    later = deferred()
+    server, _ = scripted(later)
+    server.resource.delay = True  # HTTP holds what follows its first request
+    server.send(IRC_REQ)
+    server.send(GET * 1000)  # more than the 16 KiB kept while deciding
+    assert server.transport.producerState == "paused"
+    later.callback(Reject(403))
+    assert server.protocol._http is not None
+    assert server.resource.seen == [(b"GET", b"/x", b"")]  # in progress
+    assert server.transport.producerState == "paused"  # HTTP's pause, not undone
+    server.resource.release()
+    assert len(server.resource.seen) > 1
+
+
+class DeliversWhenResumed(RecordingTransport):
+    """
+    A transport that delivers what it read meanwhile as soon as it is
+    resumed, in the same call (nothing in Twisted does, nothing forbids it).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.protocol: Any = None
+        self.readMeanwhile: list[bytes] = []
+
+    def resumeProducing(self) -> None:
+        super().resumeProducing()
+        while self.readMeanwhile:
+            self.protocol.dataReceived(self.readMeanwhile.pop(0))
+
+
+@pytest.mark.parametrize("answer", ["accept", "reject", "decline"])
+def test_bytesATransportDeliversAsItResumesReachTheNewOwnerInOrder(answer: str) -> None:
+    from upgradable import Accept, Decline, Reject
+
+    from .helpers import RecordingProtocol, deferred
+
+    later = deferred()
+    server, _ = scripted(later)
+    server.protocol.connectionLost(DONE)  # the helper's connection: not this test's
+    transport = DeliversWhenResumed()
+    transport.protocol = protocol = server.site.buildProtocol(None)
+    protocol.makeConnection(transport)
+    held = [b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n"] * 700  # over what is kept: paused
+    protocol.dataReceived(IRC_REQ)
+    protocol.dataReceived(b"".join(held))
+    assert transport.producerState == "paused"
+    meanwhile = [b"GET /then HTTP/1.1\r\nHost: x\r\n\r\n", b"GET /more HTTP/1.1\r\nHost: x\r\n\r\n"]
+    transport.readMeanwhile = list(meanwhile)
+    upgraded = RecordingProtocol()
+    later.callback(
+        {"accept": Accept(upgraded), "reject": Reject(403), "decline": Decline()}[answer]
+    )
+    assert transport.producerState == "producing"
+    if answer == "accept":
+        assert transport.value().startswith(b"HTTP/1.1 101 ")
+        assert upgraded.data == b"".join(held + meanwhile)  # each byte once, in order
+        assert protocol._http is None  # no HTTP stack was built on the way
+        transport.protocol.dataReceived(b"!")
+        assert upgraded.data.endswith(b"/more HTTP/1.1\r\nHost: x\r\n\r\n!")
+    else:
+        first = [b"/"] if answer == "decline" else []  # served as a plain request
+        paths = [uri for _, uri, _ in server.resource.seen]
+        assert paths == first + [b"/held"] * 700 + [b"/then", b"/more"]
+        responses, rest = parseResponses(bytes(transport.value()))
+        assert rest == b""
+        assert [r.code for r in responses] == [403 if answer == "reject" else 200] + [200] * 702

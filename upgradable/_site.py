@@ -436,16 +436,22 @@ class _NewConnection(Protocol):
 
     def _settled(self) -> bytes:
         """The answer is here: stop waiting; the bytes that followed the request."""
+        if self._paused or self._inputEnded:
+            # Reading again before the new owner has the connection, so that
+            # it may pause again (HTTP does, behind a request in progress),
+            # and while still holding: a transport that delivers at once what
+            # it read meanwhile has it kept here, in order, as the channel
+            # resumes before it takes its leftover (not held back a second
+            # time). When the client's input had ended, TCP reads its end
+            # again and tells whoever has the connection by then.
+            self._paused, self._inputEnded = True, False
+            self.transport.resumeProducing()
+            self._paused = False
         self._negotiation = None
         for call in (self._deadline, self._halfClosedCall):
             if call is not None and call.active():
                 call.cancel()
         self._deadline = self._halfClosedCall = None
-        if self._paused or self._inputEnded:
-            # Reading again; when the client's input had ended, TCP reads its
-            # end again and tells whoever has the connection now.
-            self._paused = self._inputEnded = False
-            self.transport.resumeProducing()
         rest = self._leftover + b"".join(self._held)
         self._data = self._leftover = b""
         self._held = []
@@ -500,9 +506,10 @@ class _NewConnection(Protocol):
     def declined(self) -> None:
         """Every handler declined: HTTP serves the request as a plain one."""
         self._request = None
-        data = self._data + b"".join(self._held)
-        self._settled()
-        self._becomeHTTP(firstDeclined=True).dataReceived(data)
+        first, leftover = self._data, self._leftover
+        rest = self._settled()
+        # The first read whole, with what came after it.
+        self._becomeHTTP(firstDeclined=True).dataReceived(first + rest[len(leftover) :])
 
     def broken(self) -> None:
         self.transport.abortConnection()
