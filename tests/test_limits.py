@@ -582,3 +582,38 @@ def test_anUpgradeThroughHTTPLeavesNoIdleTimer() -> None:
     server.send(IRC_REQ)
     assert parseResponses(server.output(), heads=[1])[0][1].code == 101
     assert server.clock.getDelayedCalls() == []
+
+
+@pytest.mark.parametrize("send", ["whole", "bytewise"], ids=["fast path", "HTTP channel"])
+def test_withoutADeadlineAnAnswerToComeIsWaitedForWhileTheConnectionLasts(send: str) -> None:
+    """
+    handshakeTimeout=None, as the docs say, on both paths alike: the site's
+    idle timeout does not run while a handler decides, so a handler that
+    never answers holds its connection until the client's input ends (then
+    HALF_CLOSED_WAIT seconds more) or the connection is lost.
+    """
+    from upgradable._channel import HALF_CLOSED_WAIT
+
+    from .helpers import TCPLikeTransport
+
+    cancelled: list[Deferred[object]] = []
+    never: Deferred[object] = Deferred(cancelled.append)
+    registry = UpgradeRegistry()
+    registry.register(b"IRC/6.9", ScriptedHandler(lambda request, product: never))
+    server = Server(registry=registry, timeout=60)
+    server.protocol.connectionLost(Failure(ConnectionDone()))  # the helper's own
+    transport = TCPLikeTransport().connect(server.site.buildProtocol(None))
+    if send == "whole":
+        transport.deliver(IRC_REQ)
+    else:
+        transport.deliver(*(IRC_REQ[i : i + 1] for i in range(len(IRC_REQ))))
+    server.clock.advance(10**6)  # far past the site's idle timeout of 60 s
+    assert transport.value() == b""
+    assert not transport.disconnecting and cancelled == []
+    transport.endInput()
+    server.clock.advance(HALF_CLOSED_WAIT - 0.1)
+    assert not transport.aborted
+    server.clock.advance(0.1)
+    assert transport.aborted and transport.value() == b""
+    transport.lose()
+    assert cancelled == [never]

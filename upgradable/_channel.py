@@ -87,7 +87,13 @@ class UpgradeLimits:
         head is complete and, if it asks to upgrade, its body read and the
         upgrade decided: a request still arriving gets ``408``, a handler
         still deciding is cancelled and the request gets ``503``; both then
-        close.
+        close. None (the default): no deadline. A request still arriving is
+        then closed only by the site's idle timeout (between reads), and a
+        handler's answer is waited for as long as the connection lasts, on
+        a site's fast path as through the channel: the idle timeout does not
+        run while a request is decided. Only the end of the client's input
+        (then :data:`HALF_CLOSED_WAIT` seconds more), the connection's loss
+        or a drain's grace period ends the wait.
     :param maxUpgradeBody: largest body an upgrade request may carry
         (``413`` as soon as its decoded body passes it); None: 1 MiB. The
         body is held in memory for the handler, never spooled to disk, so

@@ -87,7 +87,11 @@ class UpgradableSite(Site):
         (``503`` with ``Retry-After`` beyond); None: no limit.
     :param handshakeTimeout: seconds a request may take, from its first byte,
         to arrive and be decided (``408``, or ``503`` for a handler that does
-        not answer); None: only Twisted's idle timeout applies.
+        not answer); None: no deadline. Then a request still arriving is
+        closed only by the idle timeout (``timeout``, between reads), and a
+        handler's answer is waited for as long as the connection lasts (the
+        idle timeout does not run while a request is decided), unless the
+        client's input ends (then 10 s more) or a drain's grace period does.
     :param maxUpgradeBody: largest upgrade request body (``413`` as soon as
         it passes it; the body is held in memory, never spooled); None: 1 MiB.
     :param maxHeaderSize: most bytes of request head (``414``/``431``).
