@@ -52,6 +52,7 @@ __all__ = [
     "connectionOptions",
     "dechunk",
     "errorResponse",
+    "isFieldText",
     "isToken",
     "matchOffers",
     "mayUpgrade",
@@ -420,6 +421,15 @@ NOT_IN_101 = frozenset([b"content-length", b"transfer-encoding", b"connection", 
 NOT_IN_REJECT = frozenset([b"content-length", b"transfer-encoding"])
 
 
+def isFieldText(value: bytes) -> bool:
+    """
+    Whether ``value`` may stand in a field value or a reason phrase as it
+    is: no control byte but HTAB (RFC 9110 §5.5, RFC 9112 §4), so no CR, LF
+    or NUL that could end a line.
+    """
+    return len(value.translate(None, _CTL)) == len(value)
+
+
 def checkHeaders(
     headers: Iterable[tuple[bytes, bytes]], forbidden: frozenset[bytes], owner: str
 ) -> tuple[tuple[bytes, bytes], ...]:
@@ -444,7 +454,7 @@ def checkHeaders(
                 raise ValueError(f"{owner} may not set {name.decode()}: the channel writes it")
             if len(good) < REMEMBERED:
                 good.add(name)
-        if len(value.translate(None, _CTL)) != len(value):
+        if not isFieldText(value):
             raise ValueError(f"header value for {name!r} contains a control byte: {value!r}")
         checked.append((name, value))
     return tuple(checked)

@@ -15,7 +15,7 @@ from typing import Any, AnyStr
 from twisted.internet.interfaces import IAddress, IProtocol
 from twisted.web.http_headers import Headers
 
-from ._core import NOT_IN_101, NOT_IN_REJECT, checkHeaders, reasonPhrase
+from ._core import NOT_IN_101, NOT_IN_REJECT, checkHeaders, isFieldText, reasonPhrase
 from ._core import parseFields as _parseFields
 from ._handover import CANONICAL_NAMES, RAW_HEADERS_SLOT, canonicalName
 
@@ -290,7 +290,7 @@ class Reject:
     :ivar body: the response body (framed with ``Content-Length``).
     :ivar close: close the connection after the response.
     :ivar reason: the reason phrase (the status's usual one unless given);
-        no CR, LF or NUL.
+        no control byte but HTAB (so no CR, LF or NUL).
     """
 
     code: int
@@ -305,9 +305,9 @@ class Reject:
         object.__setattr__(self, "headers", checkHeaders(self.headers, NOT_IN_REJECT, "Reject"))
         if not self.reason:
             object.__setattr__(self, "reason", reasonPhrase(self.code))
-        elif len(self.reason.translate(None, b"\r\n\x00")) != len(self.reason):
+        elif not isFieldText(self.reason):
             # It goes into the status line as it is.
-            raise ValueError(f"Reject's reason {self.reason!r} contains CR, LF or NUL")
+            raise ValueError(f"Reject's reason {self.reason!r} contains a control byte")
 
 
 Decision = Accept | Decline | Reject
