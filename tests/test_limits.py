@@ -15,8 +15,8 @@ from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 
 from upgradable import Accept, UpgradeRegistry, UpgradeRequest
-from upgradable._channel import UpgradeLimits
 from upgradable._idle import IdleWatch
+from upgradable._limits import UpgradeLimits
 
 from .helpers import (
     IRC_REQ,

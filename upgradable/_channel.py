@@ -46,7 +46,6 @@ from ._core import (
     errorResponse,
     mayUpgrade,
     oneValidHost,
-    reasonPhrase,
     servedOver,
     switchingHead,
     withoutCleartextOnly,
@@ -55,7 +54,9 @@ from ._decisions import Accept, UpgradeRequest
 from ._drain import Connections
 from ._handover import fieldsOf, takeOver, throughProxyProtocol, writeNow
 from ._idle import IdleWatch
+from ._limits import UpgradeLimits, full
 from ._negotiation import Negotiation
+from ._records import SwitchedRequest
 from ._registry import Offers, UpgradeRegistry
 
 __all__ = ["HALF_CLOSED_WAIT", "SwitchedRequest", "UpgradableHTTPChannel", "UpgradeLimits"]
@@ -65,63 +66,11 @@ __all__ = ["HALF_CLOSED_WAIT", "SwitchedRequest", "UpgradableHTTPChannel", "Upgr
 #: handshake deadline is set, in seconds; as twistd's --handshake-timeout.
 HALF_CLOSED_WAIT = 10.0
 
-#: The limit of an upgrade request's body when none is given: 1 MiB, as
-#: nginx's ``client_max_body_size`` (whose default is 1 MiB too).
-DEFAULT_MAX_UPGRADE_BODY = 1024 * 1024
-
 _NO_OFFERS: Offers = ((), ())
 
 # A module-level logger: events carry no reference to the channel, so an
 # observer that keeps events (the start-up buffer does) keeps no connection.
 _log = Logger()
-
-
-class UpgradeLimits:
-    """
-    What a channel allows; shared by the channels of one site, which count
-    their upgraded connections here (in :attr:`connections`).
-
-    :param maxUpgraded: at most this many upgraded connections at once;
-        beyond it an upgrade request gets ``503`` with ``Retry-After``.
-    :param handshakeTimeout: seconds from a request's first byte until its
-        head is complete and, if it asks to upgrade, its body read and the
-        upgrade decided: a request still arriving gets ``408``, a handler
-        still deciding is cancelled and the request gets ``503``; both then
-        close. None (the default): no deadline. A request still arriving is
-        then closed only by the site's idle timeout (between reads), and a
-        handler's answer is waited for as long as the connection lasts, on
-        a site's fast path as through the channel: the idle timeout does not
-        run while a request is decided. Only the end of the client's input
-        (then :data:`HALF_CLOSED_WAIT` seconds more), the connection's loss
-        or a drain's grace period ends the wait.
-    :param maxUpgradeBody: largest body an upgrade request may carry
-        (``413`` as soon as its decoded body passes it); None: 1 MiB. The
-        body is held in memory for the handler, never spooled to disk, so
-        there is always a limit.
-    :param maxHeaderSize: most bytes of request line and header fields
-        (``414``/``431`` beyond); Twisted's default, 16 KiB.
-    :param maxHeaders: most header fields (``431`` beyond); Twisted's default, 500.
-    """
-
-    def __init__(
-        self,
-        maxUpgraded: int | None = None,
-        handshakeTimeout: float | None = None,
-        maxUpgradeBody: int | None = None,
-        maxHeaderSize: int = HTTPChannel.totalHeadersSize,
-        maxHeaders: int = HTTPChannel.maxHeaders,
-    ) -> None:
-        self.maxUpgraded = maxUpgraded
-        self.handshakeTimeout = handshakeTimeout
-        self.maxUpgradeBody = DEFAULT_MAX_UPGRADE_BODY if maxUpgradeBody is None else maxUpgradeBody
-        self.maxHeaderSize = maxHeaderSize
-        self.maxHeaders = maxHeaders
-        self.connections = Connections()
-
-    @property
-    def upgraded(self) -> int:
-        """How many connections are upgraded now."""
-        return len(self.connections.upgraded)
 
 
 class _UpgradeBody(BytesIO):
@@ -406,7 +355,7 @@ class UpgradableHTTPChannel(HTTPChannel):
         negotiation.run()
 
     def _limitReached(self) -> bool:
-        return _full(self.limits)
+        return full(self.limits)
 
     # Carrier: what the negotiation of the request being decided came to.
 
@@ -674,12 +623,6 @@ class UpgradableHTTPChannel(HTTPChannel):
 # -- shared by the channel and by a site's new connections --------------------
 
 
-def _full(limits: UpgradeLimits) -> bool:
-    """Whether the limit of upgraded connections is reached."""
-    limit = limits.maxUpgraded
-    return limit is not None and limits.upgraded >= limit
-
-
 def advertisedProducts(registry: UpgradeRegistry, secure: bool) -> list[bytes]:
     """
     The products a response lists in ``Upgrade`` (RFC 9110 §7.8): every one
@@ -750,66 +693,6 @@ def switchProtocols(
 
     if takeOver(old, transport, protocol, leftover, receiver):
         connections.started(receiver)
-
-
-class _LoggedRequest:
-    """
-    The parts of :class:`~twisted.web.http.Request` that Twisted's access
-    log formatters read, for an upgrade request that never became one.
-    """
-
-    code: int
-    code_message: bytes
-    sentLength = 0
-
-    def __init__(self, request: UpgradeRequest) -> None:
-        self.request = request
-        self.method = request.method
-        self.uri = request.uri
-        self.path = request.path
-        self.clientproto = request.version
-        self.requestHeaders = request.headers
-        self.client = request.peer
-
-    def getClientAddress(self) -> Any:
-        return self.client
-
-    def getHeader(self, name: bytes) -> bytes | None:
-        values = self.requestHeaders.getRawHeaders(name)
-        return values[-1] if values else None
-
-
-class SwitchedRequest(_LoggedRequest):
-    """
-    What a site's access log gets for a request that switched protocols: the
-    parts of :class:`~twisted.web.http.Request` that Twisted's log
-    formatters read, and the product switched to.
-
-    :ivar product: the product the connection switched to, as the 101 named
-        it, e.g. ``b"websocket"``.
-    :ivar request: the upgrade request.
-    """
-
-    code = 101
-    code_message = reasonPhrase(101)
-
-    def __init__(self, request: UpgradeRequest, product: bytes) -> None:
-        super().__init__(request)
-        self.product = product
-
-
-class AnsweredRequest(_LoggedRequest):
-    """
-    What a site's access log gets for an upgrade request that a site's new
-    connection answered itself (a Reject, a 500 or a 503): its status and
-    the length of the body sent.
-    """
-
-    def __init__(self, request: UpgradeRequest, code: int, reason: bytes, sent: int) -> None:
-        super().__init__(request)
-        self.code = code
-        self.code_message = reason
-        self.sentLength = sent
 
 
 def _discardRequest(command: bytes, path: bytes, version: bytes) -> None:

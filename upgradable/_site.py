@@ -37,16 +37,7 @@ from twisted.web.server import Site
 from zope.interface import implementer
 
 from . import _channel
-from ._channel import (
-    AnsweredRequest,
-    SwitchedRequest,
-    UpgradableHTTPChannel,
-    UpgradeLimits,
-    _full,
-    advertisedProducts,
-    offersFor,
-    switchProtocols,
-)
+from ._channel import UpgradableHTTPChannel, advertisedProducts, offersFor, switchProtocols
 from ._core import Product, answerHead, connectionOptions, plainUpgradeHead
 from ._decisions import Accept, UpgradeRequest, _newRequest, _PackedHeaders
 from ._handover import (
@@ -60,7 +51,9 @@ from ._handover import (
     throughProxyProtocol,
     writeNow,
 )
+from ._limits import UpgradeLimits, full
 from ._negotiation import Negotiation, ask
+from ._records import AnsweredRequest, SwitchedRequest
 from ._registry import UpgradeRegistry
 from ._transport import LocalAddresses
 from .interfaces import IUpgradeHandler
@@ -275,7 +268,7 @@ def decideFirst(
     ``local`` finds the local address without asking the transport, where
     it can.
     """
-    if _full(limits):
+    if full(limits):
         return None
     head = plainUpgradeHead(data, limits.maxHeaders, limits.maxHeaderSize, parseRequestLine,
                             canonicalName, CANONICAL_NAMES)  # fmt: skip
@@ -385,7 +378,7 @@ class _NewConnection(Protocol):
                                   peer, site._localAddresses)  # fmt: skip
             if decided is not None:
                 upgradeRequest, offers, result, leftover = decided
-                if isinstance(result, Accept) and not _full(site.limits):
+                if isinstance(result, Accept) and not full(site.limits):
                     # The usual case, without a Negotiation object.
                     self._switch(upgradeRequest, offers[0][0], result, leftover)
                     return
@@ -402,7 +395,7 @@ class _NewConnection(Protocol):
         self._becomeHTTP().dataReceived(data)
 
     def _full(self) -> bool:
-        return _full(self.site.limits)
+        return full(self.site.limits)
 
     def _switch(
         self, upgradeRequest: UpgradeRequest, product: Product, accept: Accept, leftover: bytes
