@@ -359,6 +359,9 @@ def test_headerFieldsAreCheckedBeforeTheyAreWritten(
         (b"HTTP/2 101 OK", 0, []),
         (b"ICY 200 OK", 0, []),
         (b"HTTP/1.1 1010 OK", 0, []),
+        (b"HTTP/1.1junk 101 OK", 0, []),
+        (b"HTTP/1.x 101 OK", 0, []),
+        (b"HTTP/1.1 101", 101, []),
         (b"HTTP/1.1 10 OK", 0, []),
         (b"HTTP/1.1 abc OK", 0, []),
         (b"", 0, []),
@@ -449,7 +452,7 @@ def test_aChunkedBodyIsWholeOnlyOnceItsLastChunkArrived(
 _METHODS = [b"GET", b"GET", b"GET", b"POST", b"HEAD", b"OPTIONS", b"CONNECT", b"get", b"G@T",
             b"M-SEARCH", b""]  # fmt: skip
 _TARGETS = [b"/", b"/", b"/room?x=1", b"*", b"http://x/a", b"/a b", b"/\x7f", b"/\xe9", b"",
-            b"/%00", b"/\x01"]  # fmt: skip
+            b"/%00", b"/\x01", b"/\x80", b"/\xb0"]  # fmt: skip
 _VERSIONS = [b"HTTP/1.1", b"HTTP/1.1", b"HTTP/1.1", b"HTTP/1.0", b"HTTP/1.10", b"http/1.1",
              b"HTTP/2.0", b"HTTP/1.1 "]  # fmt: skip
 _ODD = [

@@ -226,6 +226,13 @@ def test_aRejectsReasonPhraseCannotCarryAControlByte(reason: bytes) -> None:
         Reject(403, reason=reason)
 
 
+def test_aRejectsReasonPhraseIsBytes() -> None:
+    from upgradable import Reject
+
+    with pytest.raises(TypeError, match="reason is bytes"):
+        Reject(403, reason="Nope")  # type: ignore[arg-type]
+
+
 def test_aRejectsOwnReasonPhraseIsKept() -> None:
     from upgradable import Reject
 

@@ -281,6 +281,11 @@ def test_theFastPathAndHTTPAnswerAnUpgradeRequestWithTheSameBytes() -> None:
         Reject(403),
         Reject(401, [(b"www-authenticate", b"Basic"), (b"X-A", b"1"), (b"x-a", b"2")], b"no"),
         Reject(429, [(b"Content-Type", b"application/json")], b"{}", close=True),
+        # The handler's own Connection values stay, beside the close a
+        # request asked for.
+        Reject(403, [(b"Connection", b"upgrade")], b"x"),
+        Reject(403, [(b"connection", b"keep-alive"), (b"X-A", b"1")], close=True),
+        Reject(451, reason=b"Unavailable For Legal Reasons"),
         ValueError("boom"),
     ]
     requests = [

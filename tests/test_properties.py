@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 
-from upgradable import Accept
+from upgradable import Accept, UpgradeRegistry
 
 from .helpers import ECHO_REQ, IRC_REQ, chunks, parseResponses, standardServer
 
@@ -159,6 +159,12 @@ def _answers(handler: object) -> object:
         "accept": lambda request, product: Accept(RecordingProtocol()),
         "decline": lambda request, product: Decline(),
         "reject": lambda request, product: Reject(403, body=b"no\n"),
+        "rejectFields": lambda request, product: Reject(
+            429, [(b"Connection", b"upgrade"), (b"retry-after", b"1")], b"{}", reason=b"Slow down"
+        ),
+        "rejectClose": lambda request, product: Reject(
+            401, [(b"WWW-Authenticate", b"Basic")], close=True
+        ),
         "deferred": lambda request, product: succeed(Accept(RecordingProtocol())),
         "raise": ValueError("boom"),
     }[handler]  # type: ignore[index]
@@ -182,7 +188,9 @@ def _headLines(draw: st.DrawFn) -> list[bytes]:
     requestLine=_REQUEST_LINES,
     lines=_headLines(),
     trailing=st.binary(max_size=40),
-    handler=st.sampled_from(["accept", "decline", "reject", "deferred", "raise"]),
+    handler=st.sampled_from(
+        ["accept", "decline", "reject", "rejectFields", "rejectClose", "deferred", "raise"]
+    ),
 )
 def test_oneReadAndByteByByteGetTheSameAnswer(
     requestLine: bytes, lines: list[bytes], trailing: bytes, handler: str
@@ -212,3 +220,33 @@ def test_oneReadAndByteByByteGetTheSameAnswer(
         seen.append((output, server.closed, requests))
         server.protocol.connectionLost(Failure(ConnectionDone()))
     assert seen[0] == seen[1]
+
+
+def test_aHeadAtTheSizeLimitGetsTheSameAnswerHoweverItIsCut() -> None:
+    """
+    At the exact limit (request line and fields, counted without their line
+    ends, as HTTPChannel counts), one past it and one short: the answer
+    does not depend on where the reads end, a read ending between a CR and
+    its LF included.
+    """
+    from .helpers import RecordingFactory, Server
+
+    limit = 200
+    base = IRC_REQ[: -len(b"\r\n")]  # the fields, each line ending in CRLF
+    counted = len(base) - 2 * base.count(b"\r\n")
+    for size in (limit - 1, limit, limit + 1):
+        pad = size - counted - len(b"X-Pad: ")
+        head = base + b"X-Pad: " + b"p" * pad + b"\r\n\r\n"
+        cuts = [("whole", [head]), ("bytewise", [head[i : i + 1] for i in range(len(head))])]
+        cuts += [(f"cut at {i}", [head[:i], head[i:]]) for i in range(1, len(head))
+                 if head[i - 1 : i] == b"\r"]  # fmt: skip
+        answers = set()
+        for _, reads in cuts:
+            registry = UpgradeRegistry()
+            registry.register(b"IRC/6.9", RecordingFactory())
+            server = Server(registry=registry, limits={"maxHeaderSize": limit})
+            server.send(*reads)
+            answers.add(server.output().split(b"\r\n", 1)[0])
+        expected = b"HTTP/1.1 101 Switching Protocols" if size <= limit else b"HTTP/1.1 431 "
+        assert len(answers) == 1, (size, answers)
+        assert answers.pop().startswith(expected), size

@@ -59,7 +59,13 @@ from ._negotiation import Negotiation
 from ._records import SwitchedRequest
 from ._registry import Offers, UpgradeRegistry
 
-__all__ = ["HALF_CLOSED_WAIT", "SwitchedRequest", "UpgradableHTTPChannel", "UpgradeLimits"]
+__all__ = [
+    "HALF_CLOSED_WAIT",
+    "UpgradableHTTPChannel",
+    "advertisedProducts",
+    "offersFor",
+    "switchProtocols",
+]
 
 #: How long a client whose input has ended (a half-close, or a close: TCP
 #: cannot tell them apart) waits for a pending upgrade decision when no
@@ -199,7 +205,10 @@ class UpgradableHTTPChannel(HTTPChannel):
         # LineReceiver only looks at a line once it is complete (or past
         # MAX_LENGTH + 2); a head that grows past the limit without a CRLF is
         # answered now rather than left waiting for the idle timeout.
-        if self._receivedHeaderSize + len(pending) > self.totalHeadersSize:
+        # A CR at the end of what is waiting is half a line end, which
+        # LineReceiver does not count either.
+        waiting = len(pending) - pending.endswith(b"\r")
+        if self._receivedHeaderSize + waiting > self.totalHeadersSize:
             self._respondError(431 if self._inHeaders() else 414)
 
     def lineLengthExceeded(self, line: bytes) -> None:

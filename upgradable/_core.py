@@ -5,9 +5,11 @@
 # (_site._NewConnection), the server's usual path (_channel) and the client
 # (client) all decide with these functions and write these heads.
 #
-# Fields are passed as a mapping from a name in canonical capitalisation
-# (``Upgrade``, ``Connection``, ``Host``, ``Content-Length``: what Twisted's
-# Headers keeps, and what plainUpgradeHead makes) to the values in order.
+# A request's fields are passed as a mapping from a name in canonical
+# capitalisation (``Upgrade``, ``Connection``, ``Host``, ``Content-Length``:
+# what Twisted's Headers keeps, and what plainUpgradeHead makes) to the
+# values in order; the fields of a response or of a handler's answer as
+# ``(name, value)`` pairs, names as sent.
 #
 # Rules kept here (RFC 9110 §5.6.1, §7.6.1, §7.8, RFC 9112 §3.2):
 # - Lists (#rule) are split on commas over every field line, with optional
@@ -361,19 +363,20 @@ def plainUpgradeHead(
     leaves the rest to Twisted's HTTPChannel.
 
     Plain means: the head is complete; it holds no control byte but HTAB
-    and the CRLF line ends (so no NUL, no bare CR or LF); it is within ``maxHeaders`` fields and
-    ``maxHeaderSize`` bytes (counted as HTTPChannel counts); its request
-    line is one that ``splitRequestLine`` (Twisted's own) splits, of
-    HTTP/1.1; every
-    field line is ``name: value`` with a name that ``canonical`` (Twisted's
-    own, raising ValueError for a non-token) accepts; it has exactly one
-    valid Host and no Content-Length, Transfer-Encoding or Expect (so no
-    body, no 100-continue); and it has an ``Upgrade`` field. ``known`` maps
-    names to their canonical form, as ``canonical`` made them before.
+    and the CRLF line ends (so no NUL, no bare CR or LF); it is within
+    ``maxHeaders`` fields and ``maxHeaderSize`` bytes (counted as
+    HTTPChannel counts); its request line is one that ``splitRequestLine``
+    (Twisted's own) splits, of HTTP/1.1, with an ASCII target; every field
+    line is ``name: value`` with a name that ``canonical`` (Twisted's own,
+    raising ValueError for a non-token) accepts; it has exactly one valid
+    Host and no Content-Length, Transfer-Encoding or Expect (so no body, no
+    100-continue); and it has an ``Upgrade`` field. ``known`` maps names to
+    their canonical form, as ``canonical`` made them before.
 
     Every head accepted here is one HTTPChannel accepts and reads the same:
     same method, target, version, fields and body (none), so the same bytes
-    follow it. tests/test_core.py checks this on generated heads.
+    follow it; and one that h11 reads the same. tests/test_core.py checks
+    both on generated heads.
     """
     end = data.find(b"\r\n\r\n")
     if end <= 0:
@@ -395,7 +398,9 @@ def plainUpgradeHead(
         method, target, version = splitRequestLine(lines[0])
     except ValueError:
         return None
-    if version != b"HTTP/1.1":
+    # Twisted's target may hold bytes up to 0xB0; h11 (and RFC 9112 §3.2)
+    # allow only visible ASCII, which is all a plain head may hold.
+    if version != b"HTTP/1.1" or not target.isascii():
         return None
     fields = parseFields(lines[1:], canonical, known)
     if fields is None:
@@ -679,7 +684,9 @@ def parseResponseHead(head: bytes) -> tuple[int, list[tuple[bytes, bytes]]]:
     parts = lines[0].split(b" ", 2)
     if (
         len(parts) < 2
+        or len(parts[0]) != 8
         or not parts[0].startswith(b"HTTP/1.")
+        or not parts[0][7:].isdigit()
         or len(parts[1]) != 3
         or not parts[1].isdigit()
     ):

@@ -303,6 +303,8 @@ class Reject:
         if not 400 <= self.code <= 599:
             raise ValueError(f"Reject needs a 4xx or 5xx status, not {self.code}")
         object.__setattr__(self, "headers", checkHeaders(self.headers, NOT_IN_REJECT, "Reject"))
+        if not isinstance(self.reason, bytes):
+            raise TypeError(f"Reject's reason is bytes, not {self.reason!r}")
         if not self.reason:
             object.__setattr__(self, "reason", reasonPhrase(self.code))
         elif not isFieldText(self.reason):

@@ -89,6 +89,8 @@ from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol, _parseReq
 from twisted.web.http_headers import Headers, _nameEncoder
 from zope.interface import implementer, providedBy
 
+from ._core import REMEMBERED
+
 __all__ = [
     "CANONICAL_NAMES",
     "RAW_HEADERS_SLOT",
@@ -168,7 +170,6 @@ _FORWARDED = (IHalfCloseableProtocol, IFileDescriptorReceiver, IHandshakeListene
 # receiver provides (its class's declaration, usually), for so many.
 _withInterfaces: dict[tuple[Any, ...], Any] = {}
 _standInClasses: dict[tuple[Any, Any], Any] = {}
-_REMEMBERED = 256
 
 _S = TypeVar("_S", bound=StandIn)
 
@@ -193,7 +194,7 @@ def standInClass(base: type[_S], receiver: Any) -> type[_S]:
                 namespace = {"__slots__": (), "__module__": plain.__module__, "_plainClass": plain}
                 kind = implementer(*interfaces)(type(name, (plain,), namespace))
             _withInterfaces[(plain, interfaces)] = kind
-        if len(_standInClasses) < _REMEMBERED:
+        if len(_standInClasses) < REMEMBERED:
             _standInClasses[(base, provided)] = kind
     return kind
 

@@ -268,11 +268,9 @@ def decideFirst(
     ``local`` finds the local address without asking the transport, where
     it can.
     """
-    if full(limits):
-        return None
     head = plainUpgradeHead(data, limits.maxHeaders, limits.maxHeaderSize, parseRequestLine,
                             canonicalName, CANONICAL_NAMES)  # fmt: skip
-    if head is None:
+    if head is None or full(limits):
         return None
     secure = ISSLTransport.providedBy(transport)
     command, target, version = head.method, head.target, head.version
@@ -480,7 +478,6 @@ class _NewConnection(Protocol):
             or site.connections.draining
             or (b"close" in connectionOptions(request.headers.getRawHeaders(b"connection", ())))
         )
-        close = close or closeFirst
         advertised: Sequence[bytes] = ()
         if site.advertise and site.registry:
             advertised = advertisedProducts(site.registry, request.secure)
@@ -493,7 +490,7 @@ class _NewConnection(Protocol):
             site.log(AnsweredRequest(request, code, reason, sent))
         except Exception:
             _log.failure("The access log failed for an answered upgrade request")
-        if close:
+        if close or closeFirst:
             transport.loseConnection()
             return
         http = self._becomeHTTP()
