@@ -12,6 +12,14 @@ only; every loop is bounded in time. Server CPU per handshake comes from
 /proc/PID/schedstat (time on CPU), which is far less noisy than wall-clock
 rates on a shared machine.
 
+The rows named "twistd upgradable" measure the product as the README starts
+it: `twistd -n --pidfile= --logfile DIR/twistd.log upgradable --listen
+tcp:PORT:interface=127.0.0.1`, every other option its default (the access
+log and the Upgraded event written to that file, limits, the handshake
+deadline, advertising, /healthz, the samples). "stock site + access log" is
+the GET baseline the same way: `twistd web` serving bench/servers.py's page,
+its access log in twistd's log file. Both are pinned to CPU 0 like the rest.
+
 The scaleout group is the exception: `twistd upgradable --workers N` (N = 1,
 then 2) behind HAProxy configured by docs/deploy/haproxy.cfg, with nothing
 pinned, so that the workers, HAProxy and the load generator share every CPU.
@@ -42,6 +50,17 @@ DEPLOY = HERE.parent / "docs" / "deploy"
 HOST = "127.0.0.1"
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 WS_KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
+# The product as the README starts it (`twistd -n upgradable`), changed only
+# where a benchmark must: a free loopback port, and the log in a file of the
+# server's own directory (twistd's --logfile), so that its lines are paid as
+# an operator pays them. {port} and {dir} are filled in at each start.
+TWISTD_LOG = ["-n", "--pidfile=", "--logfile", "{dir}/twistd.log"]
+TWISTD_LISTEN = f"tcp:{{port}}:interface={HOST}"
+TWISTD_UPGRADABLE = [*TWISTD, *TWISTD_LOG, "upgradable", "--listen", TWISTD_LISTEN]
+# What `twistd web` does with bench/servers.py's page: a stock Site whose
+# access log goes to twistd's log file (twistd web's default without its own
+# --logfile). servers.py must be importable: see Server.pythonPath.
+TWISTD_WEB = [*TWISTD, *TWISTD_LOG, "web", "--listen", TWISTD_LISTEN, "--class", "servers.page"]
 
 
 def freePort() -> int:
@@ -52,19 +71,27 @@ def freePort() -> int:
 
 def pinned(cpu: int, argv: list[str]) -> list[str]:
     taskset = shutil.which("taskset")
-    return (
-        [taskset, "-c", str(cpu), *argv]
-        if taskset and os.cpu_count() and os.cpu_count() > 1
-        else argv
-    )  # type: ignore[operator]
+    return [taskset, "-c", str(cpu), *argv] if taskset and (os.cpu_count() or 1) > 1 else argv
 
 
 @dataclass
 class Server:
+    """
+    A server the bench starts: ``argv`` with ``{port}`` (a free port) and
+    ``{dir}`` (a fresh directory, its working directory, removed when it
+    stops) filled in. It is ready when it prints ``ready`` (bench/servers.py),
+    or, with ``answers``, once it answers an HTTP request on the port (twistd,
+    which prints nothing).
+    """
+
     name: str
     argv: list[str]
+    answers: bool = False
+    #: Put first on the server's PYTHONPATH (twistd web's --class servers.page).
+    pythonPath: list[str] = field(default_factory=list)
     process: subprocess.Popen[str] | None = None
     port: int = 0
+    directory: Path | None = None
 
     def cpuSeconds(self) -> float:
         assert self.process is not None
@@ -78,31 +105,83 @@ class Server:
         return 0
 
 
+def filledIn(argv: list[str], port: int, directory: Path) -> list[str]:
+    return [a.replace("{port}", str(port)).replace("{dir}", str(directory)) for a in argv]
+
+
+def serverEnvironment(pythonPath: list[str]) -> dict[str, str] | None:
+    if not pythonPath:
+        return None
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [*pythonPath, env.get("PYTHONPATH")]))
+    return env
+
+
+def answersHTTP(port: int) -> bool:
+    """Whether a ``GET /`` on ``port`` gets an HTTP response (its reactor runs)."""
+    try:
+        with socket.create_connection((HOST, port), timeout=5) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            return sock.recv(12).startswith(b"HTTP/1.1 ")
+    except OSError:
+        return False
+
+
+def waitUntilAnswering(
+    port: int, process: subprocess.Popen[str], seconds: float, what: str
+) -> None:
+    """Poll ``port`` until the server answers HTTP there; at most ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not answersHTTP(port):
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode} before answering")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not answer on port {port} in {seconds:g} s")
+        time.sleep(0.05)  # between attempts of the poll, not a wait for readiness
+
+
 @contextmanager
 def running(server: Server) -> Iterator[Server]:
     server.port = freePort()
-    argv = [a.replace("{port}", str(server.port)) for a in server.argv]
-    # stderr to a file: a pipe nobody drains fills up and blocks a chatty server.
+    server.directory = Path(tempfile.mkdtemp(prefix="server-"))
+    argv = filledIn(server.argv, server.port, server.directory)
+    # Output to a file: a pipe nobody drains fills up and blocks a chatty server.
     errors = tempfile.TemporaryFile(mode="w+")
     server.process = subprocess.Popen(
-        pinned(0, argv), stdout=subprocess.PIPE, stderr=errors, text=True
+        pinned(0, argv),
+        stdin=subprocess.DEVNULL,
+        stdout=errors if server.answers else subprocess.PIPE,
+        stderr=errors,
+        text=True,
+        cwd=server.directory,
+        env=serverEnvironment(server.pythonPath),
     )
     try:
-        assert server.process.stdout is not None
-        line = server.process.stdout.readline()
-        if "ready" not in line:
+        try:
+            if server.answers:
+                waitUntilAnswering(server.port, server.process, 60, server.name)
+            else:
+                assert server.process.stdout is not None
+                line = server.process.stdout.readline()
+                if "ready" not in line:
+                    raise RuntimeError(f"{server.name} did not start: {line}")
+        except RuntimeError as error:
             errors.seek(0)
-            raise RuntimeError(f"{server.name} did not start: {line}{errors.read()[-2000:]}")
+            log = server.directory / "twistd.log"
+            logged = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise RuntimeError(f"{error}\n{errors.read()[-2000:]}{logged}") from None
         yield server
     finally:
         server.process.terminate()
         try:
-            server.process.wait(10)
+            server.process.wait(15)
         except subprocess.TimeoutExpired:
             server.process.kill()
+            server.process.wait(10)
         if server.process.stdout is not None:
             server.process.stdout.close()
         errors.close()
+        shutil.rmtree(server.directory, ignore_errors=True)
 
 
 @dataclass
@@ -148,7 +227,7 @@ class Bench:
             {"scenario": scenario, "server": server, "value": value, "unit": unit, **extra}
         )
         detail = " ".join(f"{k}={v}" for k, v in extra.items())
-        print(f"  {scenario:<22} {server:<22} {value:>12.1f} {unit:<10} {detail}", flush=True)
+        print(f"  {scenario:<22} {server:<24} {value:>12.1f} {unit:<10} {detail}", flush=True)
 
 
 def upgradeRequest(token: bytes) -> bytes:
@@ -262,6 +341,8 @@ def main() -> None:
         "twisted.web.websocket": Server("twisted.web.websocket", [*py, "twistedws", "{port}"]),
         "websockets": Server("websockets", [*py, "websockets", "{port}"]),
     }
+    servers[PRODUCT] = Server(PRODUCT, TWISTD_UPGRADABLE, answers=True)
+    servers[LOGGED_SITE] = Server(LOGGED_SITE, TWISTD_WEB, answers=True, pythonPath=[str(HERE)])
     if node:
         servers["node"] = Server("node", [node, str(HERE / "node_upgrade.js"), "{port}"])
     else:
@@ -286,10 +367,15 @@ def main() -> None:
                 handshakeScenario(
                     bench, s, upgradeRequest(b"bench/1"), concurrency, echo32, 32, label
                 )
+        # The product's byte echo is the http2-echo sample, enabled by default.
+        with running(servers[PRODUCT]) as s:
+            handshakeScenario(bench, s, upgradeRequest(b"HTTP/2.0"), concurrency, echo32, 32, label)
 
     # 6a. WebSocket handshakes (with one 32-byte text message echoed).
     frame = wsFrame(echo32)
-    wsServers = ("upgradable", "autobahn", "twisted.web.websocket", "websockets")
+    # The product's websocket-echo sample is enabled by default; it accepts
+    # permessage-deflate only when offered, and the load generator offers none.
+    wsServers = ("upgradable", "autobahn", "twisted.web.websocket", "websockets", PRODUCT)
     for name in wsServers if "ws" in groups else ():
         with running(servers[name]) as s:
             handshakeScenario(bench, s, wsRequest(), 50, frame, 34, "ws handshake c=50")
@@ -345,9 +431,11 @@ def main() -> None:
         idle(bench, servers["upgradable"], wsRequest(), frame, 34, label="idle websocket")
         idle(bench, servers["autobahn"], wsRequest(), frame, 34, label="idle websocket")
 
-    # 4. plain GET: UpgradableSite vs stock Site, keep-alive.
+    # 4. plain GET: UpgradableSite vs stock Site, keep-alive; then the product
+    # (its default page at /) and its baseline, a Site with its access log.
     get = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-    for name in ("stock site", "upgradable") if "get" in groups else ():
+    getRates: dict[str, float] = {}
+    for name in ("stock site", "upgradable", LOGGED_SITE, PRODUCT) if "get" in groups else ():
         with running(servers[name]) as s:
             runs = [
                 bench.measured(
@@ -364,13 +452,18 @@ def main() -> None:
                 )
                 for _ in range(bench.repeats)
             ]
+            getRates[name] = bench.median(runs, "rate")
+            extra = {}
+            if name == PRODUCT and getRates.get(LOGGED_SITE):
+                extra["to_logged_site"] = f"{getRates[name] / getRates[LOGGED_SITE]:.2f}"
             bench.add(
                 "plain GET c=50",
                 name,
-                bench.median(runs, "rate"),
+                getRates[name],
                 "req/s",
                 cpu_us=round(bench.median(runs, "cpu_us"), 1),
                 errors=int(bench.median(runs, "errors")),
+                **extra,
             )
 
     # 5. h2c over one upgraded connection vs Twisted's h2 over TLS (ALPN).
@@ -448,6 +541,10 @@ def idle(
     label = label if request is not None or label != "idle upgraded" else "idle upgraded"
     bench.add(label, server.name, statistics.median(samples), "B/conn", open=bench.idleConnections)
 
+
+# The product, and the GET baseline kept as `twistd web` keeps it.
+PRODUCT = "twistd upgradable"
+LOGGED_SITE = "stock site + access log"
 
 # 7. scaleout: --workers 1 and 2 behind HAProxy.
 SCALEOUT_CONNECTIONS = 16  # upgraded connections streaming at once
@@ -766,15 +863,15 @@ def ratios(rows: list[dict[str, object]]) -> list[tuple[dict[str, object], str]]
 
 def render(rows: list[dict[str, object]]) -> str:
     lines = [
-        f"{'scenario':<22} {'server':<22} {'median':>12} {'unit':<7} {'ratio':>6}  detail",
-        "-" * 100,
+        f"{'scenario':<22} {'server':<24} {'median':>12} {'unit':<7} {'ratio':>6}  detail",
+        "-" * 102,
     ]
     for row, ratio in ratios(rows):
         detail = " ".join(
             f"{k}={v}" for k, v in row.items() if k not in ("scenario", "server", "value", "unit")
         )
         lines.append(
-            f"{row['scenario']:<22} {row['server']:<22} {float(row['value']):>12.1f} "  # type: ignore[arg-type]
+            f"{row['scenario']:<22} {row['server']:<24} {float(row['value']):>12.1f} "  # type: ignore[arg-type]
             f"{row['unit']:<7} {ratio:>6}  {detail}"
         )
     if any(row["scenario"] in SCALEOUT for row in rows):

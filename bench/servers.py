@@ -14,6 +14,11 @@ h2tls        stock Site over TLS: HTTP/2 by ALPN (Twisted's own h2).
 autobahn     Autobahn's Twisted WebSocket echo.
 twistedws    twisted.web.websocket's WebSocketResource echo.
 websockets   the websockets library's asyncio echo server.
+
+bench/run.py also starts two servers with twistd, which it waits for by
+polling the port: ``twistd upgradable`` with its defaults, and ``twistd web
+--class servers.page``, which serves :func:`page` (this module is then
+imported, not run) with the access log of a stock Site.
 """
 
 from __future__ import annotations
@@ -90,7 +95,7 @@ def listen(factory: Any, port: int, tls: str | None = None) -> None:
         description = f"ssl:{port}:interface=127.0.0.1:backlog=1024:privateKey={tls}"
     endpoint = serverFromString(reactor, description)
     endpoint.listen(factory).addCallback(lambda _: print("ready", flush=True))
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.run()
 
 
 def main(kind: str, port: int, extra: list[str]) -> None:
