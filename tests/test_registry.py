@@ -311,3 +311,29 @@ def test_stoppingFactoriesStopsEveryOneWhenOneRaises() -> None:
     assert not registry._started
     registry.stopFactories()  # stopped already: nothing more
     assert (first.stops, failing.stops, last.stops) == (1, 1, 1)
+
+
+def test_theAdvertisedValueFollowsRegistrationsAndLeavesH2COutOverTLS() -> None:
+    registry = UpgradeRegistry()
+    assert registry.advertised(secure=False) == b""
+    registry.register(b"IRC/6.9", Factory.forProtocol(Protocol))
+    registry.register(b"h2c", Factory.forProtocol(Protocol))
+    assert registry.advertised(secure=False) == b"IRC/6.9, h2c"
+    assert registry.advertised(secure=True) == b"IRC/6.9"
+    registry.register(b"websocket", Factory.forProtocol(Protocol))
+    assert registry.advertised(secure=False) == b"IRC/6.9, h2c, websocket"
+    registry.unregister(b"IRC/6.9")
+    assert registry.advertised(secure=True) == b"websocket"
+
+
+def test_aRegistryWhoseProductsAreItsOwnIsAskedEachTime() -> None:
+    class Rotating(UpgradeRegistry):
+        calls = 0
+
+        def products(self) -> list[bytes]:
+            self.calls += 1
+            return [b"p%d" % self.calls]
+
+    registry = Rotating()
+    assert registry.advertised(secure=False) == b"p1"
+    assert registry.advertised(secure=False) == b"p2"

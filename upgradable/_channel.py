@@ -616,16 +616,19 @@ class UpgradableHTTPChannel(HTTPChannel):
             super().writeHeaders(version, code, reason, headers)
             return
         if self.registry and isinstance(headers, Headers):
-            connection = headers.getRawHeaders(b"connection", ())
+            # By canonical name, in Headers' own dict: this runs for every
+            # response, and each Headers method canonicalises the name again.
+            fields = fieldsOf(headers)
+            connection = fields.get(b"Connection", ())
             options = connectionOptions(connection)
-            if b"close" not in options and not headers.hasHeader(b"upgrade"):
+            if b"close" not in options and b"Upgrade" not in fields:
                 # RFC 9110 §7.8: advertise in any other response; the
                 # upgrade option keeps intermediaries from forwarding it.
-                products = advertisedProducts(self.registry, self.isSecure())
-                if products:
-                    headers.setRawHeaders(b"Upgrade", [b", ".join(products)])
+                advertised = self.registry.advertised(self.isSecure())
+                if advertised:
+                    fields[b"Upgrade"] = [advertised]
                     if b"upgrade" not in options:
-                        headers.setRawHeaders(b"Connection", [*connection, b"Upgrade"])
+                        fields[b"Connection"] = [*connection, b"Upgrade"]
         super().writeHeaders(version, code, reason, headers)
 
 

@@ -13,7 +13,14 @@ from collections.abc import Iterator, Sequence
 from twisted.internet.interfaces import IProtocol, IProtocolFactory
 from zope.interface import implementer
 
-from ._core import REMEMBERED, Product, matchOffers, parseProduct, rememberable
+from ._core import (
+    REMEMBERED,
+    Product,
+    matchOffers,
+    parseProduct,
+    rememberable,
+    withoutCleartextOnly,
+)
 from ._decisions import Accept, Decision, Decline, UpgradeRequest, _trustedAccept
 from .interfaces import IUpgradeHandler
 
@@ -69,6 +76,8 @@ class UpgradeRegistry:
         self._started = False
         # offers(), per distinct Upgrade value; emptied when anything changes.
         self._offers: dict[tuple[bytes, ...], Offers] = {}
+        # advertised(), for plain and TLS connections; emptied with _offers.
+        self._advertised: dict[bool, bytes] = {}
 
     def register(
         self,
@@ -131,6 +140,7 @@ class UpgradeRegistry:
         self._handlers[parsed.key] = resolved
         self._products[parsed.key] = raw
         self._offers.clear()
+        self._advertised.clear()
         if idleTimeout is not None:
             self._idleTimeouts[parsed.key] = idleTimeout
 
@@ -152,6 +162,7 @@ class UpgradeRegistry:
         handler = self._handlers.pop(parsed.key)
         del self._products[parsed.key]
         self._offers.clear()
+        self._advertised.clear()
         self._idleTimeouts.pop(parsed.key, None)
         if isinstance(handler, FactoryHandler):
             self._factories.remove(handler.factory)
@@ -199,6 +210,23 @@ class UpgradeRegistry:
         The registered products, as registered, in registration order.
         """
         return list(self._products.values())
+
+    def advertised(self, secure: bool) -> bytes:
+        """
+        The value of an ``Upgrade`` field that advertises the registered
+        products on a response (RFC 9110 §7.8), e.g. ``b"IRC/6.9, websocket"``;
+        none that runs over cleartext only on a ``secure`` connection; empty
+        when there is none to advertise. Remembered until a product is
+        registered or unregistered, unless a subclass overrides
+        :meth:`products`.
+        """
+        known = self._advertised.get(secure)
+        if known is None:
+            products = self.products()
+            known = b", ".join(withoutCleartextOnly(products) if secure else products)
+            if type(self).products is UpgradeRegistry.products:
+                self._advertised[secure] = known
+        return known
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self.products())
