@@ -153,6 +153,35 @@ def test_welcomePageWorksOnAUnixSocketAndNamesTheHostsPort() -> None:
     assert b"TCP:example.test:80" in second.body
 
 
+def test_welcomePageIsMadeOncePerHostAndKeptForABoundedNumberOfThem() -> None:
+    from upgradable import UpgradeRegistry
+    from upgradable.app import _page
+
+    from .helpers import Server, parseResponses
+
+    plugins = [p for p in installedPlugins() if p.name == "http2-echo"]
+    page = WelcomePage(plugins, auth=False)  # type: ignore[arg-type]
+    server = Server(registry=UpgradeRegistry(), resource=page)  # type: ignore[arg-type]
+    made: list[str] = []
+    original = page._page
+
+    def counted(url: str, hostPort: str, port: int) -> bytes:
+        made.append(url)
+        return original(url, hostPort, port)
+
+    page._page = counted  # type: ignore[method-assign]
+    server.send(b"GET / HTTP/1.1\r\nHost: a.test:8443\r\n\r\n" * 2)
+    server.send(b"GET / HTTP/1.1\r\nHost: b.test:8443\r\n\r\n")
+    first, again, other = parseResponses(server.output())[0]
+    assert first.body == again.body
+    assert b"a.test:8443" in first.body
+    assert b"b.test:8443" in other.body and b"a.test" not in other.body
+    assert made == ["http://a.test:8443/", "http://b.test:8443/"]
+    for n in range(3 * _page._PAGES):
+        server.send(b"GET / HTTP/1.1\r\nHost: h%d.test\r\n\r\n" % n)
+    assert len(page._pages) <= _page._PAGES
+
+
 def test_relayOptionParsesAndTakesTheTokenOver() -> None:
     from upgradable.app.tap import buildRegistry
     from upgradable.protocols.relay import RelayHandler

@@ -12,6 +12,9 @@ from ..interfaces import IUpgradeProtocolPlugin
 
 __all__ = ["WelcomePage"]
 
+#: How many renderings of the page are kept (one per scheme, host and port).
+_PAGES = 64
+
 
 class WelcomePage(Resource):
     """Describes the enabled protocols, with examples filled in for this host."""
@@ -22,6 +25,7 @@ class WelcomePage(Resource):
         super().__init__()
         self.plugins = list(plugins)
         self.auth = auth
+        self._pages: dict[tuple[str, str, int], bytes] = {}
 
     def render_GET(self, request: Request) -> bytes:
         if request.path == b"/chat" and any(b"websocket" in p.tokens for p in self.plugins):
@@ -38,7 +42,21 @@ class WelcomePage(Resource):
         else:
             port = getattr(request.getHost(), "port", None) or (443 if scheme == "https" else 80)
         hostPort = f"[{host}]" if ":" in host else host
-        url = f"{scheme}://{hostPort}:{port}/"
+        # The page changes only with what the examples say to connect to:
+        # made once for each, and kept for a bounded number of them (a
+        # client chooses its Host field).
+        key = (scheme, hostPort, port)
+        body = self._pages.get(key)
+        if body is None:
+            body = self._page(f"{scheme}://{hostPort}:{port}/", hostPort, port)
+            if len(self._pages) >= _PAGES:
+                self._pages.clear()
+            self._pages[key] = body
+        request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+        return body
+
+    def _page(self, url: str, hostPort: str, port: int) -> bytes:
+        """The page, with its examples filled in for ``url``."""
         items = []
         for plugin in self.plugins:
             tokens = ", ".join(t.decode("ascii") for t in plugin.tokens)
@@ -64,7 +82,6 @@ class WelcomePage(Resource):
             + ("".join(items) or "<p>No protocol is enabled.</p>\n")
             + "</body></html>\n"
         ).encode("utf-8")
-        request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
         return body
 
     def render_HEAD(self, request: Request) -> bytes:
