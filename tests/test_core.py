@@ -289,7 +289,7 @@ def test_anAnswerHeadIsAValidResponseFramingItsBody(
     close: bool,
     advertise: bool,
 ) -> None:
-    advertised = [b"IRC/6.9", b"websocket"] if advertise else []
+    advertised = b"IRC/6.9, websocket" if advertise else b""
     head = answerHead(code, reasonPhrase(code), headers, body, closeFirst, close, advertised,
                       canonicalName)  # fmt: skip
     events = _h11Response(head + body + b"HTTP/1.1 200 OK\r\n")

@@ -48,7 +48,6 @@ from ._core import (
     oneValidHost,
     servedOver,
     switchingHead,
-    withoutCleartextOnly,
 )
 from ._decisions import Accept, UpgradeRequest
 from ._drain import Connections
@@ -62,7 +61,6 @@ from ._registry import Offers, UpgradeRegistry
 __all__ = [
     "HALF_CLOSED_WAIT",
     "UpgradableHTTPChannel",
-    "advertisedProducts",
     "offersFor",
     "switchProtocols",
 ]
@@ -633,16 +631,6 @@ class UpgradableHTTPChannel(HTTPChannel):
 
 
 # -- shared by the channel and by a site's new connections --------------------
-
-
-def advertisedProducts(registry: UpgradeRegistry, secure: bool) -> list[bytes]:
-    """
-    The products a response lists in ``Upgrade`` (RFC 9110 §7.8): every one
-    ``registry`` serves, but none that runs over cleartext only on a
-    ``secure`` connection.
-    """
-    products = registry.products()
-    return withoutCleartextOnly(products) if secure else products
 
 
 def offersFor(

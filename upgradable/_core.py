@@ -506,7 +506,7 @@ def answerHead(
     body: bytes,
     closeFirst: bool,
     close: bool,
-    advertised: Sequence[bytes],
+    advertised: bytes,
     canonical: Callable[[bytes], bytes],
 ) -> bytes:
     """
@@ -519,7 +519,9 @@ def answerHead(
     :param closeFirst: the request asked to close (or a drain began), so
         ``Connection: close`` comes first, as ``checkPersistence`` sets it.
     :param close: the answer closes the connection.
-    :param advertised: products to advertise (when the answer does not close).
+    :param advertised: the ``Upgrade`` value that advertises the products
+        (when the answer does not close), e.g. ``b"IRC/6.9, websocket"``;
+        empty for none.
     """
     fields: dict[bytes, list[bytes]] = {b"Connection": [b"close"]} if closeFirst else {}
     for name, value in headers:
@@ -533,7 +535,7 @@ def answerHead(
         connection = fields.get(b"Connection", [])
         options = connectionOptions(connection)
         if b"close" not in options and b"Upgrade" not in fields:
-            fields[b"Upgrade"] = [b", ".join(advertised)]
+            fields[b"Upgrade"] = [advertised]
             if b"upgrade" not in options:
                 fields[b"Connection"] = [*connection, b"Upgrade"]
     lines = [b"HTTP/1.1 %d %s" % (code, reason)]

@@ -37,7 +37,7 @@ from twisted.web.server import Site
 from zope.interface import implementer
 
 from . import _channel
-from ._channel import UpgradableHTTPChannel, advertisedProducts, offersFor, switchProtocols
+from ._channel import UpgradableHTTPChannel, offersFor, switchProtocols
 from ._core import Product, answerHead, connectionOptions, plainUpgradeHead
 from ._decisions import Accept, UpgradeRequest, _newRequest, _PackedHeaders
 from ._handover import (
@@ -478,9 +478,7 @@ class _NewConnection(Protocol):
             or site.connections.draining
             or (b"close" in connectionOptions(request.headers.getRawHeaders(b"connection", ())))
         )
-        advertised: Sequence[bytes] = ()
-        if site.advertise and site.registry:
-            advertised = advertisedProducts(site.registry, request.secure)
+        advertised = site.registry.advertised(request.secure) if site.advertise else b""
         transport = self.transport
         sent = 0 if request.method == b"HEAD" else len(body)
         head = answerHead(code, reason, headers, body, closeFirst, close, advertised,
