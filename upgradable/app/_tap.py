@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import getopt
 import ipaddress
+import os
 import re
 import signal
 import sys
@@ -27,6 +28,7 @@ __all__ = [
     "CannotListen",
     "DrainingService",
     "LoggingEndpointService",
+    "accessLogDestination",
     "checkListen",
     "noForegroundPidfile",
     "onSecondSignal",
@@ -168,6 +170,47 @@ def noForegroundPidfile(options: usage.Options) -> None:
         return  # not the command line twistd parsed: leave it alone
     if rest[:1] == [parent.subCommand] and all(name != "--pidfile" for name, _ in given):
         parent["pidfile"] = ""
+
+
+def accessLogDestination(options: usage.Options) -> str:
+    """
+    Where ``--access-log`` sends the access log: an absolute path, ``-``
+    (standard output), ``twistd`` (twistd's log, an event per line) or
+    ``none``. Without the option, it follows twistd's log: standard output
+    when twistd logs there, twistd's log with ``--syslog`` or ``--logger``
+    (an observer that wants every event), else ``NAME.access.log`` beside
+    twistd's log file ``NAME.log`` (not that file itself: twistd writes it
+    at its own offset and rotates it by renaming).
+
+    A relative path is made absolute here, as twistd opens its log before
+    it changes directory (``--rundir``); the access log is opened later.
+    """
+    given: str | None = options["access-log"]
+    if given in ("-", "twistd", "none"):
+        destination = given
+    elif given:
+        destination = os.path.abspath(given)
+    else:
+        destination = _followingTwistd(options.parent)
+    parent = options.parent
+    if destination == "-" and parent is not None and not parent.get("nodaemon"):
+        raise usage.UsageError(
+            "--access-log -: a daemon has no standard output; give a file, or run with -n"
+        )
+    return destination
+
+
+def _followingTwistd(parent: usage.Options | None) -> str:
+    if parent is None:  # not run by twistd: the library's default
+        return "twistd"
+    if parent.get("syslog") or parent.get("logger"):
+        return "twistd"
+    logfile = parent.get("logfile")
+    if logfile == "-" or (not logfile and parent.get("nodaemon")):
+        return "-"
+    directory, name = os.path.split(os.path.abspath(logfile or "twistd.log"))
+    stem = name[: -len(".log")] if name.endswith(".log") and name != ".log" else name
+    return os.path.join(directory, f"{stem}.access.log")
 
 
 class LoggingEndpointService(StreamServerEndpointService):

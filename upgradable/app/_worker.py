@@ -109,6 +109,10 @@ def main(argv: list[str]) -> None:
     # printed goes to stderr, which the master logs as text.
     events = os.fdopen(os.dup(1), "w", encoding="utf-8")
     sys.stdout = sys.stderr
+    if "stdout" in spec:
+        # The master's standard output, for --access-log -.
+        os.dup2(spec["stdout"], 1)
+        os.close(spec["stdout"])
     globalLogBeginner.beginLoggingTo([relayTo(events)], redirectStandardIO=False)
 
     from twisted.internet import reactor

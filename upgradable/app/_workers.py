@@ -114,6 +114,11 @@ class WorkerPool(Service):
     :param count: how many workers.
     :param grace: the workers' ``--grace-period``: how long stopping may take,
         before the master ends the workers with SIGKILL (plus a margin).
+    :param accessLog: where the workers write the access log, as
+        ``--access-log`` resolved it in the master: a path (each worker
+        appends whole lines to the file), ``-`` (the master's standard
+        output, passed to each worker), ``twistd`` (the master's log, as
+        events) or ``none``.
     """
 
     # A worker that lives less than this long is counted as dying young.
@@ -121,7 +126,13 @@ class WorkerPool(Service):
     maxPause = 30.0
 
     def __init__(
-        self, argv: list[str], listen: list[str], count: int, grace: float, reactor: Any = None
+        self,
+        argv: list[str],
+        listen: list[str],
+        count: int,
+        grace: float,
+        reactor: Any = None,
+        accessLog: str = "twistd",
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default
@@ -131,6 +142,7 @@ class WorkerPool(Service):
         self.listen = listen
         self.count = count
         self.grace = grace
+        self.accessLog = accessLog
         self.reactor = reactor
         self.sockets: list[SharedSocket] = []
         self.workers: dict[int, _Worker] = {}
@@ -162,8 +174,10 @@ class WorkerPool(Service):
         self._restarts.pop(number, None)
         worker = _Worker(self, number)
         self.workers[number] = worker
-        spec = {
-            "argv": self.argv,
+        spec: dict[str, Any] = {
+            # The master resolved where the access log goes (a worker's
+            # twistd options are not the master's): the last value wins.
+            "argv": [*self.argv, "--access-log", self.accessLog],
             "sockets": [
                 [FIRST_SOCKET + index, shared.family] for index, shared in enumerate(self.sockets)
             ],
@@ -172,6 +186,12 @@ class WorkerPool(Service):
         childFDs: dict[int, Any] = {0: "w", 1: "r", 2: "r"}
         for index, shared in enumerate(self.sockets):
             childFDs[FIRST_SOCKET + index] = shared.fileno
+        if self.accessLog == "-":
+            # The worker's stdout carries its events; the access log goes
+            # to the master's own standard output, given as one more
+            # descriptor.
+            spec["stdout"] = FIRST_SOCKET + len(self.sockets)
+            childFDs[spec["stdout"]] = 1
         executable = sys.executable
         self.reactor.spawnProcess(
             worker,

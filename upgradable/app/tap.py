@@ -29,6 +29,7 @@ from ._health import WithHealthCheck
 from ._tap import (
     DrainingService,
     LoggingEndpointService,
+    accessLogDestination,
     checkListen,
     noForegroundPidfile,
     printVersion,
@@ -127,6 +128,17 @@ class Options(usage.Options, AuthOptionMixin):
             "On SIGTERM, after the ports close and handshakes finish, seconds upgraded "
             "connections may go on before they are asked to close (a second signal: at once).",
             float,
+        ],
+        [
+            "access-log",
+            None,
+            None,
+            "Where the access log goes: a file, - for standard output, twistd for twistd's "
+            "log (an event per line, which every log observer sees: slower), or none. "
+            "Default: standard output when twistd logs there (-n, or --logfile -), with "
+            "--syslog or --logger twistd's log, else NAME.access.log beside twistd's "
+            "log file NAME.log.",
+            str,
         ],
         [
             "health-path",
@@ -257,6 +269,7 @@ class Options(usage.Options, AuthOptionMixin):
             chosen = [plugin for plugin in plugins.values() if plugin.enabledByDefault]
         self["plugins"] = [plugin for plugin in chosen if plugin.name not in self["without"]]
         noForegroundPidfile(self)
+        self["access-log"] = accessLogDestination(self)
 
 
 def _asHandler(made: Any, plugin: IUpgradeProtocolPlugin) -> IUpgradeHandler:
@@ -319,6 +332,17 @@ def buildRegistry(options: Options) -> UpgradeRegistry:
     return registry
 
 
+_ACCESS_LOG_NAMES = {
+    "-": "standard output",
+    "twistd": "twistd's log",
+    "none": "none (--access-log none)",
+}
+
+
+def _noAccessLog(request: Any) -> None:
+    """The access log of ``--access-log none``."""
+
+
 def makeService(
     options: Options, inherited: Sequence[tuple[int, int]] | None = None
 ) -> MultiService:
@@ -336,12 +360,19 @@ def makeService(
     from ._page import WelcomePage
     from ._sockets import adoptingReactor
 
+    destination = options["access-log"]
+    if inherited is None:
+        _log.info("Access log: {where}", where=_ACCESS_LOG_NAMES.get(destination, destination))
     if options["workers"] > 1 and inherited is None:
         from ._workers import WorkerPool
 
         service = MultiService()
         pool = WorkerPool(
-            options.argv, options["listen"], options["workers"], options["grace-period"]
+            options.argv,
+            options["listen"],
+            options["workers"],
+            options["grace-period"],
+            accessLog=destination,
         )
         pool.setServiceParent(service)
         return service
@@ -362,7 +393,10 @@ def makeService(
         maxUpgradeBody=options["max-upgrade-body"],
         maxHeaderSize=options["max-header-size"],
         maxHeaders=options["max-headers"],
+        logPath=None if destination in ("twistd", "none") else destination,
     )
+    if destination == "none":
+        site.log = _noAccessLog  # type: ignore[method-assign]
     site.noisy = False  # no "Starting factory <upgradable._site.UpgradableSite object at ...>"
     service = DrainingService(site, options["grace-period"])
     service.hint = inherited is None  # a worker's master says it once for all
