@@ -1069,18 +1069,21 @@ class TestUpgradeRequired:
         assert response.header(b"connection") == [b"Upgrade"]
 
 
+class Lines:
+    """A site's log file that keeps its lines."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def write(self, data: str) -> None:
+        self.lines.append(data)
+
+    def close(self) -> None:
+        pass
+
+
 class TestLogging:
     def test_upgradeIsInTheAccessLogWithStatus101(self) -> None:
-        class Lines:
-            def __init__(self) -> None:
-                self.lines: list[str] = []
-
-            def write(self, data: str) -> None:
-                self.lines.append(data)
-
-            def close(self) -> None:
-                pass
-
         server, _ = standardServer()
         log = Lines()
         server.site.logFile = log
@@ -1090,17 +1093,15 @@ class TestLogging:
         assert '"GET /before HTTP/1.1" 200 ' in log.lines[0]
         assert '"GET /chat HTTP/1.1" 101 ' in log.lines[1]
 
-    def test_upgradeEmitsAStructuredLoggerEvent(self, logged) -> None:
+    def test_anUpgradeIsRecordedOnceByItsAccessLineWhichNamesTheProduct(self, logged) -> None:
         server, _ = standardServer()
+        log = Lines()
+        server.site.logFile = log
         server.send(IRC_REQ.replace(b"GET /", b"GET /chat"))
-        [event] = [e for e in logged.events if e.get("product") == "IRC/6.9"]
-        assert event["uri"] == "/chat"
-        assert event["method"] == "GET"
-        assert "peer" in event
-        from twisted.logger import formatEvent
-
-        assert formatEvent(event).startswith("Upgraded ")
-        assert event["log_level"].name == "info"
+        [line] = log.lines
+        assert '"GET /chat HTTP/1.1" 101 - ' in line
+        assert line.endswith(' "IRC/6.9"\n')
+        assert not [e for e in logged.events if "Upgraded" in str(e.get("log_format"))]
 
     def test_theAccessLogGetsTheProductSwitchedTo(self) -> None:
         from upgradable import SwitchedRequest
@@ -1117,8 +1118,8 @@ class TestLogging:
 
     @pytest.mark.parametrize("split", [False, True], ids=["one read", "byte by byte"])
     def test_aSiteWithoutLogRecordsNoUpgrade(self, logged, split: bool) -> None:
-        # Replacing Site.log is how a Twisted site keeps no access log; it
-        # silences the "Upgraded" event too, on the fast and the usual path.
+        # Replacing Site.log is how a Twisted site keeps no access log; an
+        # upgrade leaves no other record, on the fast and the usual path.
         server, irc = standardServer()
         server.site.log = lambda request: None
         request = IRC_REQ + b"NICK a\r\n"
